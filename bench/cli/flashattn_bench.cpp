@@ -8,7 +8,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -368,18 +367,6 @@ std::string cpu_model() {
   return "unknown";
 }
 
-// Result files name the machine lower-cased with dashes: "cpu-<model>" for the CPU (docs/performance.md).
-std::string cpu_tag() {
-  std::string m = "cpu-" + cpu_model();
-  std::string o;
-  for (char c : m) {
-    if (std::isalnum(static_cast<unsigned char>(c))) o += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    else if (!o.empty() && o.back() != '-') o += '-';
-  }
-  while (!o.empty() && o.back() == '-') o.pop_back();
-  return o;
-}
-
 std::string git_commit() {
   if (const char* env = std::getenv("FLASHATTN_COMMIT")) return env;
   std::string out;
@@ -647,7 +634,7 @@ Result Bench::run() {
     lib_check(flashattn_set_num_threads(o_.threads), "flashattn_set_num_threads");
     res.threads = flashattn_get_num_threads();
     omp_set_num_threads(res.threads > 0 ? res.threads : omp_get_max_threads());
-    res.machine = cpu_tag();
+    res.machine = "CPU " + cpu_model();
     res.device_desc = "cpu (" + cpu_model() + "), " + std::to_string(res.threads) + " threads";
   }
   make_inputs();
@@ -965,7 +952,7 @@ int main(int argc, char** argv) {
   }
 #endif
   if (opts.device == "cuda" && !use_gpu) die("--device cuda requested but no GPU can be used: " + why_not, 3);
-  if (opts.device == "auto" && !use_gpu) std::printf("device    cpu (no GPU: %s)\n", why_not.c_str());
+  if (opts.device == "auto" && !use_gpu) std::printf("no GPU    %s: running the CPU backend\n", why_not.c_str());
 
   Result res;
   try {
