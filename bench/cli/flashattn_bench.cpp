@@ -915,7 +915,9 @@ void write_json(const Result& r, const Options& o, const std::string& file) {
        << ", \"seqlen_q\": " << p.seqlen_q << ", \"seqlen_k\": " << p.seqlen_k << ", \"nheads\": " << p.nheads
        << ", \"nheads_k\": " << p.nheads_k << ", \"dropout_p\": " << o.dropout << ", \"page_size\": null"
        << ", \"ms\": " << row.ms << ", \"tflops\": " << row.tflops << ", \"peak_mem_bytes\": " << row.mem;
-    if (row.err >= 0) js << ", \"max_abs_err\": " << row.err;
+    // JSON has no inf: a non-finite output is recorded as null with a flag.
+    if (row.err >= 0 && std::isfinite(row.err)) js << ", \"max_abs_err\": " << row.err;
+    else if (row.err >= 0) js << ", \"max_abs_err\": null, \"nonfinite_output\": true";
     if (row.impl == "flashattn" && !r.kernel.empty()) js << ", \"kernel\": \"" << json_escape(r.kernel) << "\"";
     if (r.plan_path == "cpu") js << ", \"threads\": " << r.threads;
     if (!row.note.empty()) js << ", \"note\": \"" << json_escape(row.note) << "\"";
