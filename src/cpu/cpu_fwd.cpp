@@ -9,9 +9,12 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "core/backend.h"
+#include "cpu/cpu_amx.h"
 #include "cpu/cpu_common.h"
 #include "cpu/cpu_dropout.h"
 #include "cpu/cpu_kernels.h"
@@ -35,6 +38,12 @@ struct FwdScratch {
   float* l;      // kBlockM   running sum
   float* alpha;  // kBlockM   rescale of this step
   float* row;    // dp        conversion scratch
+  // AMX path (bf16): Q^T / V pair-interleaved, K rows and P in bf16, P V product before the rescale.
+  uint16_t* qv;  // dp / 2 x kBlockM x 2
+  uint16_t* kb;  // kBlockN x dp
+  uint16_t* vv;  // kBlockN / 2 x dp x 2
+  uint16_t* pb;  // kBlockM x kBlockN
+  float* pv;     // kBlockM x dp
 };
 
 FwdScratch carve_fwd(Arena& a, int dp) {
@@ -49,6 +58,11 @@ FwdScratch carve_fwd(Arena& a, int dp) {
   s.l = a.take<float>(kBlockM);
   s.alpha = a.take<float>(kBlockM);
   s.row = a.take<float>(dp);
+  s.qv = a.take<uint16_t>(int64_t(dp) * kBlockM);
+  s.kb = a.take<uint16_t>(int64_t(kBlockN) * dp);
+  s.vv = a.take<uint16_t>(int64_t(kBlockN) * dp);
+  s.pb = a.take<uint16_t>(int64_t(kBlockM) * kBlockN);
+  s.pv = a.take<float>(int64_t(kBlockM) * dp);
   return s;
 }
 
@@ -84,8 +98,17 @@ void finish_row(const ScoreOpts& o, float sink, float m2, float l, float* lse, f
   }
 }
 
-void fwd_item(const FwdParams& p, const ScoreOpts& o, const Kernels& kn, const FwdScratch& w, int b, int h,
-              int64_t mb) {
+// AMX tile products serve bf16 with head_dim a multiple of 32 (the tile depth); FLASHATTN_CPU_ISA set to
+// anything but "amx" turns them off.
+bool use_amx(const FwdParams& p) {
+  if (p.dtype != DType::kBF16 || p.head_dim % 32 != 0) return false;
+  const char* cap = std::getenv("FLASHATTN_CPU_ISA");
+  if (cap && std::strcmp(cap, "amx") != 0) return false;
+  return isa_amx::usable();
+}
+
+void fwd_item(const FwdParams& p, const ScoreOpts& o, const Kernels& kn, const FwdScratch& w, bool amx, int b,
+              int h, int64_t mb) {
   const SeqInfo s = seq_info(p, b);
   const int hk = h / head_ratio(p);
   const int d = p.head_dim, dp = padded_dim(p);
@@ -95,15 +118,24 @@ void fwd_item(const FwdParams& p, const ScoreOpts& o, const Kernels& kn, const F
   const size_t es = dtype_size(p.dtype);
   const bool rotary = rotates_queries(p);
 
-  pack_transposed(
-      kn, p.q, p.dtype, d, dp, m, kBlockM, o.q_scale,
-      [&](int r) { return q_row_offset(p, s, b, i0 + r, p.q_batch_stride, p.q_row_stride) + h * p.q_head_stride; },
-      [&](int r, float* row) {
-        if (!rotary) return;
-        rotate_row(p, row, query_rotary_pos(p, o, b, i0 + r));
-        for (int k = 0; k < d; ++k) row[k] = round_to(p.dtype, row[k]);  // as if q were rotated in memory
-      },
-      w.row, w.qt, kBlockM);
+  auto q_row = [&](int r) { return q_row_offset(p, s, b, i0 + r, p.q_batch_stride, p.q_row_stride) + h * p.q_head_stride; };
+  auto q_prep = [&](int r, float* row) {
+    if (!rotary) return;
+    rotate_row(p, row, query_rotary_pos(p, o, b, i0 + r));
+    for (int k = 0; k < d; ++k) row[k] = round_to(p.dtype, row[k]);  // as if q were rotated in memory
+  };
+  if (amx) {
+    // Q^T in pairs: qv[(kk * kBlockM + r) * 2 + t] = q[r][2 kk + t], unscaled (scaled after the product).
+    for (int r = 0; r < kBlockM; ++r) {
+      if (r < m) {
+        kn.load_row(static_cast<const char*>(p.q) + q_row(r) * es, p.dtype, d, dp, w.row);
+        q_prep(r, w.row);
+      }
+      for (int k = 0; k < dp; ++k) w.qv[((k / 2) * kBlockM + r) * 2 + k % 2] = r < m ? f32_to_bf16(w.row[k]) : 0;
+    }
+  } else {
+    pack_transposed(kn, p.q, p.dtype, d, dp, m, kBlockM, o.q_scale, q_row, q_prep, w.row, w.qt, kBlockM);
+  }
   for (int r = 0; r < kBlockM; ++r) {
     w.m[r] = -kInf;
     w.l[r] = 0.f;
@@ -119,14 +151,33 @@ void fwd_item(const FwdParams& p, const ScoreOpts& o, const Kernels& kn, const F
     const int n = static_cast<int>(min64(kBlockN, s.sk - j0));
     auto k_row = [&](int64_t j) { return addr.row_offset(j, p.k_batch_stride, p.k_row_stride) + hk * p.k_head_stride; };
     auto v_row = [&](int64_t j) { return addr.row_offset(j, p.v_batch_stride, p.v_row_stride) + hk * p.v_head_stride; };
-    pack_rows(kn, p.k, p.dtype, d, dp, n, [&](int r) { return k_row(j0 + r); }, w.k);
-    pack_rows(kn, p.v, p.dtype, d, dp, n, [&](int r) { return v_row(j0 + r); }, w.v);
+    if (amx) {
+      const uint16_t* vrows[kBlockN];
+      for (int r = 0; r < kBlockN; ++r) {
+        uint16_t* dst = w.kb + int64_t(r) * d;
+        if (r < n) {
+          std::memcpy(dst, static_cast<const uint16_t*>(p.k) + k_row(j0 + r), d * sizeof(uint16_t));
+          vrows[r] = static_cast<const uint16_t*>(p.v) + v_row(j0 + r);
+        } else {
+          std::memset(dst, 0, d * sizeof(uint16_t));
+        }
+      }
+      isa_amx::pack_pairs(vrows, n, kBlockN, d, w.vv);
+    } else {
+      pack_rows(kn, p.k, p.dtype, d, dp, n, [&](int r) { return k_row(j0 + r); }, w.k);
+      pack_rows(kn, p.v, p.dtype, d, dp, n, [&](int r) { return v_row(j0 + r); }, w.v);
+    }
     if (j0 + kBlockN < keys.hi) {  // the next block's rows arrive while this block computes
       const int nn = static_cast<int>(min64(kBlockN, keys.hi - j0 - kBlockN));
       prefetch_rows(p.k, p.dtype, d, nn, [&](int r) { return k_row(j0 + kBlockN + r); });
       prefetch_rows(p.v, p.dtype, d, nn, [&](int r) { return v_row(j0 + kBlockN + r); });
     }
-    kn.gemm(n, kBlockM, d, w.k, dp, 1, w.qt, kBlockM, w.st, kBlockM, nullptr, kGemmStore);
+    if (amx) {
+      isa_amx::gemm_bf16(kBlockN, kBlockM, d, w.kb, d, w.qv, 2 * kBlockM, w.st, kBlockM);
+      isa_amx::scale_rows(w.st, kBlockM, n, kBlockM, o.q_scale);
+    } else {
+      kn.gemm(n, kBlockM, d, w.k, dp, 1, w.qt, kBlockM, w.st, kBlockM, nullptr, kGemmStore);
+    }
     if (o.softcap) kn.softcap(w.st, kBlockM, n, kBlockM, o.cap2, nullptr);
     if (o.alibi) kn.alibi(w.st, kBlockM, n, kBlockM, float(i0 + off - j0), -1.f, 1.f, slope2);
     if (!block_unmasked(o, i0, i0 + m - 1, j0, j0 + n - 1, off, s.sk))
@@ -136,7 +187,13 @@ void fwd_item(const FwdParams& p, const ScoreOpts& o, const Kernels& kn, const F
       dropout_mask_tile(o, bh, i0, m, j0, n, true, w.mask, kBlockM, n, kBlockM);
       apply_mask(w.st, w.mask, kBlockM, n, kBlockM);
     }
-    kn.gemm(m, dp, n, w.st, 1, kBlockM, w.v, dp, w.o, dp, w.alpha, kGemmRescale);
+    if (amx) {
+      isa_amx::probs_to_bf16(w.st, kBlockM, n, kBlockM, w.pb, kBlockN);
+      isa_amx::gemm_bf16(kBlockM, d, kBlockN, w.pb, kBlockN, w.vv, 2 * d, w.pv, d);
+      isa_amx::rescale_add(w.o, w.pv, w.alpha, kBlockM, d);
+    } else {
+      kn.gemm(m, dp, n, w.st, 1, kBlockM, w.v, dp, w.o, dp, w.alpha, kGemmRescale);
+    }
   }
 
   const float sink = o.sinks ? p.sinks[h] : 0.f;
@@ -160,7 +217,8 @@ Plan plan_fwd(const FwdParams& p) {
   plan.head_dim_rounded = padded_dim(p);
   plan.num_splits = 1;  // the CPU always computes the exact result in one pass
   plan.workspace_bytes = fwd_workspace_bytes(p, resolved_threads());
-  plan.kernel = std::string(p.cache_seqlens ? "cpu_fwd_kvcache_fp32acc_" : "cpu_fwd_fp32acc_") + kernels().isa;
+  plan.kernel = std::string(p.cache_seqlens ? "cpu_fwd_kvcache_fp32acc_" : "cpu_fwd_fp32acc_") +
+                (use_amx(p) ? "amx" : kernels().isa);
   return plan;
 }
 
@@ -182,11 +240,13 @@ void fwd(const FwdParams& p, const Plan& plan, void* workspace, size_t workspace
   const int64_t append_items = p.cache_seqlens && p.k_new && p.v_new ? int64_t(p.batch) * p.seqlen_new : 0;
   char* thread_base = static_cast<char*>(workspace) + fwd_header_bytes(p);
   const size_t thread_bytes = fwd_thread_bytes(p);
+  const bool amx = use_amx(p);
 
 #pragma omp parallel num_threads(threads)
   {
     Arena arena(thread_base + thread_bytes * omp_get_thread_num(), thread_bytes);
     const FwdScratch w = carve_fwd(arena, padded_dim(p));
+    if (amx) isa_amx::tile_begin();
     // KV cache: append every new token first; the implicit barrier orders it before any attention read.
 #pragma omp for schedule(static)
     for (int64_t x = 0; x < append_items; ++x)
@@ -196,8 +256,9 @@ void fwd(const FwdParams& p, const Plan& plan, void* workspace, size_t workspace
       const int b = find_batch(prefix, p.batch, item);
       const int64_t blocks = (prefix[b + 1] - prefix[b]) / p.nheads;
       const int64_t rem = item - prefix[b];
-      fwd_item(p, o, kn, w, b, static_cast<int>(rem / blocks), rem % blocks);
+      fwd_item(p, o, kn, w, amx, b, static_cast<int>(rem / blocks), rem % blocks);
     }
+    if (amx) isa_amx::tile_end();
   }
 }
 
