@@ -1,0 +1,160 @@
+// sm80 forward mainloop: Q resident in shared memory, K and V streamed with cp.async, S = Q K^T and
+// O += P V on mma.sync m16n8k16 with ldmatrix operand loads (transposed for V).
+//
+// Pipeline (one K and one V buffer, the two loads staggered by half an iteration):
+//   wait K(n) ; issue V(n) ; S = Q K(n)^T ; score + mask ; wait V(n) ; issue K(n-1) ; softmax ; O += P V(n)
+// so the V load overlaps the QK^T MMAs and the next K load overlaps the softmax and the PV MMAs. Key
+// blocks run from last to first: the ragged tail block (and the causal diagonal) comes first and is the
+// only one loaded with row predicates; interior blocks run with no predicates at all.
+#pragma once
+
+#include "core/params.h"
+#include "cuda/common/block_info.cuh"
+#include "cuda/common/mask.cuh"
+#include "cuda/common/softmax.cuh"
+#include "cuda/common/utils.cuh"
+
+namespace flashattn {
+namespace kern {
+
+// acc += A B with both operands in shared memory; the ldmatrix of k-slice k+1 is issued before the MMAs
+// of slice k so its latency hides behind them.
+template <typename TiledMma, typename TA, typename TB, typename TC, typename SA, typename SB, typename CopyA,
+          typename CopyB, typename ThrA, typename ThrB>
+FLASHATTN_DEVICE void gemm_ss(TC& acc, TA& r_a, TB& r_b, SA const& s_a, SB const& s_b, TiledMma const& mma,
+                              CopyA const& copy_a, CopyB const& copy_b, ThrA const& thr_a, ThrB const& thr_b) {
+  Tensor r_a_view = thr_a.retile_D(r_a);
+  Tensor r_b_view = thr_b.retile_D(r_b);
+  copy(copy_a, s_a(_, _, 0), r_a_view(_, _, 0));
+  copy(copy_b, s_b(_, _, 0), r_b_view(_, _, 0));
+  CUTE_UNROLL
+  for (int k = 0; k < size<2>(r_a); ++k) {
+    if (k + 1 < size<2>(r_a)) {
+      copy(copy_a, s_a(_, _, k + 1), r_a_view(_, _, k + 1));
+      copy(copy_b, s_b(_, _, k + 1), r_b_view(_, _, k + 1));
+    }
+    gemm(mma, r_a(_, _, k), r_b(_, _, k), acc);
+  }
+}
+
+// acc += A B with A already in registers (P) and B in shared memory (V).
+template <typename TiledMma, typename TA, typename TB, typename TC, typename SB, typename CopyB, typename ThrB>
+FLASHATTN_DEVICE void gemm_rs(TC& acc, TA const& r_a, TB& r_b, SB const& s_b, TiledMma const& mma,
+                              CopyB const& copy_b, ThrB const& thr_b) {
+  Tensor r_b_view = thr_b.retile_D(r_b);
+  copy(copy_b, s_b(_, _, 0), r_b_view(_, _, 0));
+  CUTE_UNROLL
+  for (int k = 0; k < size<2>(r_a); ++k) {
+    if (k + 1 < size<2>(r_a)) copy(copy_b, s_b(_, _, k + 1), r_b_view(_, _, k + 1));
+    gemm(mma, r_a(_, _, k), r_b(_, _, k), acc);
+  }
+}
+
+template <typename Traits>
+struct MainloopFwdSm80 {
+  using Element = typename Traits::Element;
+  static constexpr int kBlockM = Traits::kBlockM;
+  static constexpr int kBlockN = Traits::kBlockN;
+  static constexpr int kHeadDim = Traits::kHeadDim;
+  using Softmax = OnlineSoftmax<Traits::kRowsPerThread>;
+
+  // Runs key blocks [range.n_min, range.n_max) of query block m_block into acc_o / softmax.
+  // smem: Q tile, then K tile, then V tile (Traits::kSmemBytes).
+  template <typename Mask, typename Score, typename TensorO>
+  FLASHATTN_DEVICE static void run(const FwdParams& p, const BlockInfo& bi, int m_block, const BlockRange& range,
+                                   const Mask& mask, const Score& score, Softmax& softmax, TensorO& acc_o,
+                                   Element* smem, int tidx) {
+    Tensor s_q = make_tensor(make_smem_ptr(smem), typename Traits::SmemLayoutQ{});
+    Tensor s_k = make_tensor(make_smem_ptr(smem + Traits::kSmemElemsQ), typename Traits::SmemLayoutKV{});
+    Tensor s_v =
+        make_tensor(make_smem_ptr(smem + Traits::kSmemElemsQ + Traits::kSmemElemsKV), typename Traits::SmemLayoutKV{});
+    Tensor s_vt = make_tensor(s_v.data(), typename Traits::SmemLayoutVt{});
+
+    // Global views with int64 row strides; tiles past the sequence are never read (predicates).
+    Tensor m_q = make_tensor(make_gmem_ptr(static_cast<const Element*>(p.q) + bi.q_offset),
+                             make_shape(bi.sq, p.head_dim), make_stride(p.q_row_stride, _1{}));
+    Tensor m_k = make_tensor(make_gmem_ptr(static_cast<const Element*>(p.k) + bi.k_offset),
+                             make_shape(bi.sk, p.head_dim), make_stride(p.k_row_stride, _1{}));
+    Tensor m_v = make_tensor(make_gmem_ptr(static_cast<const Element*>(p.v) + bi.v_offset),
+                             make_shape(bi.sk, p.head_dim), make_stride(p.v_row_stride, _1{}));
+    Tensor g_q = local_tile(m_q, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));
+    Tensor g_k = local_tile(m_k, Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));  // (N, D, blocks)
+    Tensor g_v = local_tile(m_v, Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
+
+    typename Traits::GmemTiledCopyQKV g2s;
+    auto thr_g2s = g2s.get_thread_slice(tidx);
+    Tensor t_qg = thr_g2s.partition_S(g_q);
+    Tensor t_qs = thr_g2s.partition_D(s_q);
+    Tensor t_kg = thr_g2s.partition_S(g_k);
+    Tensor t_ks = thr_g2s.partition_D(s_k);
+    Tensor t_vg = thr_g2s.partition_S(g_v);
+    Tensor t_vs = thr_g2s.partition_D(s_v);
+    Tensor t_qc = thr_g2s.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    Tensor t_kvc = thr_g2s.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+    // Column chunks past head_dim (kernel head dim > problem head dim) are zero-filled: they add 0 to
+    // Q K^T and produce output columns that are never stored. Q, K and V share the column split.
+    Tensor pred_col = make_tensor<bool>(make_shape(size<2>(t_qs)));
+    CUTE_UNROLL
+    for (int k = 0; k < size(pred_col); ++k) pred_col(k) = get<1>(t_qc(0, 0, k)) < p.head_dim;
+
+    const int row0 = m_block * kBlockM;
+    copy_tile_g2s<true>(g2s, t_qg, t_qs, t_qc, pred_col, bi.sq - row0);
+    if (range.n_max > range.n_min) {
+      const int n = range.n_max - 1;
+      copy_tile_g2s<true>(g2s, t_kg(_, _, _, n), t_ks, t_kvc, pred_col, bi.sk - n * kBlockN);
+    }
+    cute::cp_async_fence();
+    if (range.n_max <= range.n_min) return;
+
+    typename Traits::TiledMma tiled_mma;
+    auto thr_mma = tiled_mma.get_thread_slice(tidx);
+    Tensor r_q = thr_mma.partition_fragment_A(s_q);
+    Tensor r_k = thr_mma.partition_fragment_B(s_k);
+    Tensor r_vt = thr_mma.partition_fragment_B(s_vt);
+    auto s2r_q = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
+    auto thr_s2r_q = s2r_q.get_thread_slice(tidx);
+    Tensor t_sq = thr_s2r_q.partition_S(s_q);
+    auto s2r_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
+    auto thr_s2r_k = s2r_k.get_thread_slice(tidx);
+    Tensor t_sk = thr_s2r_k.partition_S(s_k);
+    auto s2r_v = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, tiled_mma);
+    auto thr_s2r_v = s2r_v.get_thread_slice(tidx);
+    Tensor t_svt = thr_s2r_v.partition_S(s_vt);
+    // (row, col) of every score element this thread holds, for the mask and ALiBi.
+    Tensor coord_s = rowcol_view(thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{})));
+    Tensor o_rc = rowcol_view(acc_o);
+
+    // One body for every key block (no per-variant copies of the MMA code): masking is a uniform branch
+    // taken only by the blocks the mask policy reports; the first block visited is always masked (it is
+    // the key tail or the causal diagonal in nearly every case). The softmax needs no first-block case:
+    // row_max starts at -inf, so the first rescale multiplies the zero accumulators by 0.
+    for (int n = range.n_max - 1; n >= range.n_min; --n) {
+      const bool masked = n == range.n_max - 1 || range.needs_mask(n);
+      Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+      clear(acc_s);
+      cute::cp_async_wait<0>();
+      __syncthreads();  // K(n) visible; every warp is done with V(n+1)
+      // Row predicates only bite on the key tail; interior blocks pass them all.
+      copy_tile_g2s<true>(g2s, t_vg(_, _, _, n), t_vs, t_kvc, pred_col, bi.sk - n * kBlockN);
+      cute::cp_async_fence();
+
+      gemm_ss(acc_s, r_q, r_k, t_sq, t_sk, tiled_mma, s2r_q, s2r_k, thr_s2r_q, thr_s2r_k);
+      Tensor s = rowcol_view(acc_s);
+      score.apply(s, coord_s, row0, n * kBlockN, bi.sq, bi.sk);
+      if (masked) mask.apply(s, coord_s, row0, n * kBlockN, bi.sq, bi.sk);
+
+      cute::cp_async_wait<0>();
+      __syncthreads();  // V(n) visible; every warp is done with K(n)
+      if (n > range.n_min) copy_tile_g2s<false>(g2s, t_kg(_, _, _, n - 1), t_ks, t_kvc, pred_col, 0);
+      cute::cp_async_fence();
+
+      softmax.update(s, o_rc, score.softmax_scale_log2);
+      Tensor r_p = convert_fragment<Element>(acc_s);
+      Tensor r_p_a = make_tensor(r_p.data(), acc_layout_as_a_operand(r_p.layout()));
+      gemm_rs(acc_o, r_p_a, r_vt, t_svt, tiled_mma, s2r_v, thr_s2r_v);
+    }
+  }
+};
+
+}  // namespace kern
+}  // namespace flashattn

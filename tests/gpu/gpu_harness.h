@@ -1,0 +1,50 @@
+// GPU test harness: one attention case run through the C API on device copies of random host tensors
+// (outputs poisoned first), then checked against the fp64 reference with the FA tolerance rule.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "flashattn/flashattn.h"
+#include "util.h"
+
+namespace gputest {
+
+bool gpu_available();
+
+struct Case {
+  flashattn_dtype dtype = FLASHATTN_DTYPE_BF16;
+  int batch = 2, nheads = 2, nheads_k = 2, head_dim = 64;
+  int64_t sq = 128, sk = 128;
+  bool causal = false;
+  int window_left = -1, window_right = -1;
+  float softcap = 0.f;
+  int alibi = 0;  // 0: none, 1: (h), 2: (b, h)
+  bool sinks = false;
+  bool lse = true;
+  fatest::Layout layout = fatest::Layout::kContiguous;
+  // Varlen: per-sequence lengths (batch = lens_q.size()); fixed-length when empty.
+  std::vector<int> lens_q, lens_k;
+  std::string name() const;
+};
+
+struct Result {
+  flashattn_status status = FLASHATTN_STATUS_OK;
+  std::string error;
+  fatest::HostTensor q, k, v, out, lse;  // out/lse: what the GPU wrote (padding included)
+  fatest::HostTensor out_poisoned;       // out before the run, to check nothing outside was written
+  std::vector<double> alibi, sinks;
+};
+
+// Runs the case on the GPU (seeded inputs); `repeats` > 1 runs it again on the same inputs and reports
+// in `bitwise_ok` whether every run produced identical bytes.
+Result run_case(const Case& c, uint64_t seed, int repeats = 1, bool* bitwise_ok = nullptr);
+
+// Compares against the reference; returns "" on success, else a description of the failure.
+std::string check_case(const Case& c, const Result& r);
+
+// Runs every case (GPU one at a time, references in parallel on the host) and returns the failures.
+std::vector<std::string> run_and_check(const std::vector<Case>& cases, uint64_t seed);
+
+}  // namespace gputest

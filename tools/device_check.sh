@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# One-shot GPU check, meant for the GPU machine (16 cores): configure + build with CMake/ninja, report
+# registers/spills per kernel (ptxas -v), confirm tensor-core instructions in one kernel's SASS, run the
+# GPU tests (ctest label cuda), compute-sanitizer memcheck + racecheck on small shapes, and a quick timing
+# against torch SDPA FLASH. Logs go to $OUT (at most 8 files); a summary table is printed last.
+#
+# Environment (all optional):
+#   OUT=dir            where logs go (default build/device_check)
+#   ARCHS=90           FLASHATTN_ARCHS (default 90: the GPU test host is sm_90; release builds use 80;90)
+#   HEADDIMS=ALL       FLASHATTN_HEADDIMS     DTYPES=ALL   FLASHATTN_DTYPES
+#   JOBS=$(nproc)      parallel nvcc jobs
+#   STEPS="build regs sass test sanitize bench"   steps to run, in this order (also: sweep)
+#   BENCH_ARGS=...     extra arguments of bench/quick_fwd_vs_fa2.py
+# New steps: add a step_<name> function and name it in STEPS; it appends to SUMMARY.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+OUT="${OUT:-$root/build/device_check}"
+mkdir -p "$OUT"
+ARCHS="${ARCHS:-90}"
+HEADDIMS="${HEADDIMS:-ALL}"
+DTYPES="${DTYPES:-ALL}"
+JOBS="${JOBS:-$(nproc)}"
+STEPS="${STEPS:-build regs sass test sanitize bench}"
+BUILD="${BUILD:-$root/build/device}"
+SUMMARY=()
+add() { SUMMARY+=("$(printf '%-10s %-6s %s' "$1" "$2" "$3")"); }
+
+step_build() {
+  local extra=()
+  # The GPU image has no GoogleTest: tools may carry one under .deps/gtest (see docs/kernels_sm80.md).
+  if [ -d "$root/.deps/gtest" ] && [ ! -f /usr/include/gtest/gtest.h ]; then
+    extra+=("-DGTest_DIR=$(ls -d "$root"/.deps/gtest/lib/*/cmake/GTest | head -1)")
+  fi
+  local t0=$SECONDS
+  cmake -S "$root" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHATTN_CUDA=ON \
+    -DFLASHATTN_ARCHS="$ARCHS" -DFLASHATTN_HEADDIMS="$HEADDIMS" -DFLASHATTN_DTYPES="$DTYPES" \
+    -DFLASHATTN_CUDA_JOBS="$JOBS" -DFLASHATTN_BUILD_TESTS=ON "${extra[@]}" >"$OUT/build.log" 2>&1 &&
+    cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1
+  local rc=$?
+  add build "$([ $rc = 0 ] && echo ok || echo FAIL)" "$((SECONDS - t0)) s, archs $ARCHS, head dims $HEADDIMS, dtypes $DTYPES"
+  [ $rc = 0 ] || { tail -40 "$OUT/build.log"; return 1; }
+}
+
+# ptxas -v lines: "Compiling entry function 'NAME' for 'sm_XX'", then "... N bytes spill stores ...",
+# then "Used R registers". Kernel names are demangled and shortened to their template arguments.
+step_regs() {
+  python3 - "$OUT/build.log" >"$OUT/regs.txt" <<'PY'
+import re, subprocess, sys
+name = arch = spill = None
+rows = []
+for line in open(sys.argv[1], errors="replace"):
+    m = re.search(r"Compiling entry function '(\S+)' for '(sm_\w+)'", line)
+    if m:
+        name, arch, spill = m.group(1), m.group(2), None
+        continue
+    m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+    if m and name:
+        spill = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        continue
+    m = re.search(r"Used (\d+) registers", line)
+    if m and name:
+        rows.append((name, arch, int(m.group(1)), spill or (0, 0, 0)))
+        name = None
+names = subprocess.run(["c++filt"], input="\n".join(r[0] for r in rows), capture_output=True, text=True).stdout.split("\n")
+def short(s):
+    s = s.replace("flashattn::kern::", "").replace("cutlass::", "")
+    m = re.search(r"FwdTraitsSm80<(\d+), (\d+), (\d+), (\d+), (\w+)>, MaskPolicy<(\w+), (\w+)>, ScorePolicy<(\w+), (\w+)>", s)
+    if m:
+        d, bm, bn, w, t, c, l, sc, al = m.groups()
+        mask = "causal" if c == "true" else ("local" if l == "true" else "none")
+        score = "general" if sc == "true" else "plain"
+        return f"fwd {t:11s} d{d:<4s} {bm}x{bn} {w}w mask={mask:6s} score={score}"
+    return s[:110]
+print(f"{'kernel':64s} {'arch':6s} {'regs':>4s} {'stack':>6s} {'spill_st':>8s} {'spill_ld':>8s}")
+for (n, a, r, sp), dn in sorted(zip(rows, names), key=lambda x: short(x[1] or x[0][0])):
+    print(f"{short(dn or n):64s} {a:6s} {r:4d} {sp[0]:6d} {sp[1]:8d} {sp[2]:8d}")
+PY
+  local n spilling
+  n=$(($(wc -l <"$OUT/regs.txt") - 1))
+  spilling=$(awk 'NR>1 && $(NF-1) > 0' "$OUT/regs.txt" | wc -l)
+  add regs "$([ "$n" -gt 0 ] && echo ok || echo FAIL)" "$n kernels, $spilling with spills (see regs.txt)"
+}
+
+step_sass() {
+  local obj
+  obj=$(find "$BUILD" -name 'fwd_sm80_bf16_hdim128.cu.o' | head -1)
+  [ -n "$obj" ] || obj=$(find "$BUILD" -name 'fwd_sm80_*.cu.o' | head -1)
+  if [ -z "$obj" ]; then add sass FAIL "no forward kernel object found"; return 1; fi
+  cuobjdump -sass "$obj" >"$OUT/sass.txt" 2>&1
+  local hmma ldsm ldgsts
+  hmma=$(grep -c 'HMMA' "$OUT/sass.txt")
+  ldsm=$(grep -c 'LDSM' "$OUT/sass.txt")
+  ldgsts=$(grep -c 'LDGSTS' "$OUT/sass.txt")
+  add sass "$([ "$hmma" -gt 0 ] && echo ok || echo FAIL)" "$(basename "$obj"): HMMA $hmma, LDSM $ldsm, LDGSTS $ldgsts"
+}
+
+step_test() {
+  local t0=$SECONDS
+  ctest --test-dir "$BUILD" -L cuda --output-on-failure >"$OUT/ctest.log" 2>&1
+  local rc=$?
+  add test "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(grep -E 'tests passed|tests failed' "$OUT/ctest.log" | tail -1) ($((SECONDS - t0)) s)"
+  grep -E "seed|FAILED|failed:|status" "$OUT/ctest.log" | head -20
+}
+
+step_sanitize() {
+  local bin="$BUILD/tests/gpu/flashattn_gpu_tests" rc1 rc2
+  {
+    echo "== memcheck"
+    compute-sanitizer --tool memcheck --error-exitcode 9 "$bin" --gtest_filter='GpuFwdSmall.*'
+    rc1=$?
+    echo "== racecheck"
+    compute-sanitizer --tool racecheck --error-exitcode 9 "$bin" --gtest_filter='GpuFwdSmall.*'
+    rc2=$?
+  } >"$OUT/sanitizer.log" 2>&1
+  add memcheck "$([ "$rc1" = 0 ] && echo ok || echo FAIL)" "$(grep -m1 'ERROR SUMMARY' "$OUT/sanitizer.log")"
+  add racecheck "$([ "$rc2" = 0 ] && echo ok || echo FAIL)" "$(grep 'RACECHECK SUMMARY\|ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+}
+
+step_bench() {
+  local lib
+  lib=$(ls "$BUILD"/libflashattn.so* 2>/dev/null | head -1)
+  PYTHONUNBUFFERED=1 python3 "$root/bench/quick_fwd_vs_fa2.py" --lib "$lib" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
+  local rc=$?
+  add bench "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(grep -E '^geomean' "$OUT/bench.log" | tail -1)"
+  cat "$OUT/bench.log"
+}
+
+# Tile sweep: builds tests/gpu/tile_sweep.cu once per candidate tile (FLASHATTN_SWEEP_TILES) and times each.
+step_sweep() {
+  local sb="$root/build/sweep" t0=$SECONDS extra=()
+  if [ -d "$root/.deps/gtest" ] && [ ! -f /usr/include/gtest/gtest.h ]; then
+    extra+=("-DGTest_DIR=$(ls -d "$root"/.deps/gtest/lib/*/cmake/GTest | head -1)")
+  fi
+  [ -n "${SWEEP_TILES:-}" ] && extra+=("-DFLASHATTN_SWEEP_TILES=$SWEEP_TILES")
+  {
+    cmake -S "$root" -B "$sb" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHATTN_CUDA=ON -DFLASHATTN_ARCHS="$ARCHS" \
+      -DFLASHATTN_HEADDIMS=64 -DFLASHATTN_DTYPES=bf16 -DFLASHATTN_CUDA_JOBS="$JOBS" -DFLASHATTN_GPU_TILE_SWEEP=ON "${extra[@]}"
+    ninja -C "$sb" -j "$JOBS" $(ninja -C "$sb" -t targets all | grep -o '^tile_sweep_[0-9_]*' | sort -u)
+    for exe in "$sb"/tests/gpu/tile_sweep_*; do "$exe"; done
+  } >"$OUT/sweep.log" 2>&1
+  grep '^sweep' "$OUT/sweep.log"
+  add sweep "$(grep -q '^sweep' "$OUT/sweep.log" && echo ok || echo FAIL)" "$(grep -c '^sweep' "$OUT/sweep.log") timings ($((SECONDS - t0)) s)"
+}
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null | head -1 >"$OUT/summary.txt"
+for s in $STEPS; do
+  echo "==== $s"
+  "step_$s" || { [ "$s" = build ] && break; }
+done
+{
+  echo "==== summary ($(cat "$OUT/summary.txt"))"
+  for l in "${SUMMARY[@]}"; do echo "$l"; done
+} | tee -a "$OUT/summary.txt"
