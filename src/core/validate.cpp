@@ -243,7 +243,9 @@ void fill_attention(FwdParams& p, Device& dev, const flashattn_tensor& q_t, cons
   const DType dt = dtype_of(q.t());
   const bool varlen = cu_q.present();
   const bool paged = block_table.present();
-  if (require_varlen && !varlen) cu_q.require();
+  if (require_varlen && !varlen) {
+    fail_arg("cu_seqlens_q: required by the varlen entry point (int32 (batch + 1,) cumulative lengths), got none");
+  }
   p.dtype = dt;
 
   check_data(q, dev, dt).ndim(varlen ? 3 : 4);
@@ -414,6 +416,10 @@ Validated<FwdParams> validate_kvcache(const flashattn_kvcache_args* args) {
   p.head_ratio = p.nheads / p.nheads_k;
   p.head_dim = static_cast<int32_t>(q.size(3));
   out.shape({p.batch, p.seqlen_q, p.nheads, p.head_dim});
+  p.q = q.t().data;
+  strides_bshd(q, false, &p.q_batch_stride, &p.q_row_stride, &p.q_head_stride);
+  p.out = out.t().data;
+  strides_bshd(out, false, &p.o_batch_stride, &p.o_row_stride, &p.o_head_stride);
 
   if (block_table.present()) {
     if (bidx.present()) fail_arg("cache_batch_idx: not supported with block_table (paged K/V)");
