@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include <cstdint>
-#include <cstring>
 
 #include "cpu/cpu_amx.h"
 
@@ -24,14 +23,18 @@ namespace isa_amx {
 namespace {
 
 // Tile registers: 0-3 accumulate a 32 x 32 fp32 block, 4-5 hold A (16 rows x 32 bf16), 6-7 hold B
-// (16 pair-rows x 16 columns). Every tile is full size (16 rows x 64 bytes).
-struct TileConfig {
+// (16 pair-rows x 16 columns). Every tile is full size (16 rows x 64 bytes). The configuration is a
+// constant in memory: GCC 12 does not see _tile_loadconfig read its operand and drops the stores that
+// build a configuration on the stack.
+struct alignas(64) TileConfig {
   uint8_t palette_id;
   uint8_t start_row;
   uint8_t reserved[14];
   uint16_t colsb[16];
   uint8_t rows[16];
 };
+
+const TileConfig kTileConfig = {1, 0, {}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
 
 bool request_permission() {
   // Linux hands out the 8 KB AMX register state only on request (ARCH_REQ_XCOMP_PERM, XTILEDATA).
@@ -53,16 +56,7 @@ bool usable() {
   return ok;
 }
 
-void tile_begin() {
-  TileConfig cfg;
-  std::memset(&cfg, 0, sizeof(cfg));
-  cfg.palette_id = 1;
-  for (int t = 0; t < 8; ++t) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = 16;
-  }
-  _tile_loadconfig(&cfg);
-}
+void tile_begin() { _tile_loadconfig(&kTileConfig); }
 
 void tile_end() { _tile_release(); }
 
