@@ -10,6 +10,9 @@ import sys
 from . import _lib as L
 from ._lib import FlashAttnInvalidArgument
 
+_pack_into = L._TENSOR_FMT.pack_into
+_ZPAD = L._ZPAD
+
 
 def _dtype_error(name, dtype):
     return FlashAttnInvalidArgument(
@@ -50,6 +53,9 @@ class NumpyAdapter(object):
             return (a.__array_interface__["data"][0], dt, L.DEVICE_CPU, 0, a.shape, tuple(reversed(strides)))
         return (a.__array_interface__["data"][0], dt, L.DEVICE_CPU, 0, a.shape,
                 tuple(s // item for s in a.strides))
+
+    def pack(self, buf, off, name, a):
+        L.pack_tensor(buf, off, *self.desc(name, a))
 
     def dtype_code(self, a):
         return self.dtypes.get(a.dtype, 0)
@@ -130,12 +136,30 @@ class TorchAdapter(object):
                                            % (name, t.device))
         return (t.data_ptr(), dt, L.DEVICE_CPU, 0, t.shape, t.stride())
 
+    def pack(self, buf, off, name, t):
+        """desc() + pack_tensor() in one step: this runs ~5 times per call, so no intermediate tuples."""
+        dt = self.dtypes.get(t.dtype)
+        if dt is None:
+            raise _dtype_error(name, t.dtype)
+        if t.is_cuda:
+            devt, devid = L.DEVICE_CUDA, t.get_device()
+        elif t.is_cpu:
+            devt, devid = L.DEVICE_CPU, 0
+        else:
+            raise FlashAttnInvalidArgument("%s: device %s is not supported (expected cpu or cuda)" % (name, t.device))
+        shape = t.shape
+        nd = len(shape)
+        if nd > L.MAX_NDIM:
+            raise FlashAttnInvalidArgument("%s: %d dims, flashattn supports at most %d" % (name, nd, L.MAX_NDIM))
+        pad = _ZPAD[nd]
+        _pack_into(buf, off, t.data_ptr(), dt, devt, devid, nd, *shape, *pad, *t.stride(), *pad)
+
     def dtype_code(self, t):
         return self.dtypes.get(t.dtype, 0)
 
     def _conforms(self, t):
         st = t.stride()
-        if t.dim() and st[-1] != 1 and t.shape[-1] > 1:
+        if st and st[-1] != 1 and t.shape[-1] > 1:
             return False
         if t.is_cuda:
             # GPU kernels use 16-byte vector loads: base aligned, every non-last stride a multiple of 8.

@@ -55,10 +55,6 @@ def resolve_window(window_size):
     return int(left), int(right)
 
 
-def _pack(buf, off, ad, name, t):
-    L.pack_tensor(buf, off, *ad.desc(name, t))
-
-
 def _set_options(opt, ad, buf, base_off, softmax_scale, causal, window_left, window_right, softcap,
                  alibi_slopes, sinks, dropout_p, dropout_seed, dropout_offset, rng_state, deterministic,
                  num_splits, offs):
@@ -68,13 +64,13 @@ def _set_options(opt, ad, buf, base_off, softmax_scale, causal, window_left, win
     opt.window_right = window_right
     opt.softcap = softcap
     if alibi_slopes is not None:
-        _pack(buf, offs.opt_alibi_slopes, ad, "alibi_slopes", alibi_slopes)
+        ad.pack(buf, offs.opt_alibi_slopes, "alibi_slopes", alibi_slopes)
     if sinks is not None:
-        _pack(buf, offs.opt_sinks, ad, "sinks", sinks)
+        ad.pack(buf, offs.opt_sinks, "sinks", sinks)
     if dropout_p:
         opt.dropout_p = dropout_p
         if rng_state is not None:
-            _pack(buf, offs.opt_dropout_rng_state, ad, "dropout_rng_state", rng_state)
+            ad.pack(buf, offs.opt_dropout_rng_state, "dropout_rng_state", rng_state)
         else:
             opt.dropout_seed = int(dropout_seed) & 0xFFFFFFFFFFFFFFFF
             opt.dropout_offset = int(dropout_offset) & 0xFFFFFFFFFFFFFFFF
@@ -148,24 +144,24 @@ def forward(q, k, v, *, out=None, cu_seqlens_q=None, cu_seqlens_k=None, seqused_
 
     args = L.FwdArgs.from_buffer_copy(lib.fwd_tmpl_bytes)
     o = L.FWD_OFF
-    _pack(args, o.q, ad, "q", q)
-    _pack(args, o.k, ad, "k", k)
-    _pack(args, o.v, ad, "v", v)
-    _pack(args, o.out, ad, "out", out_tmp)
+    ad.pack(args, o.q, "q", q)
+    ad.pack(args, o.k, "k", k)
+    ad.pack(args, o.v, "v", v)
+    ad.pack(args, o.out, "out", out_tmp)
     if lse is not None:
-        _pack(args, o.lse, ad, "lse", lse)
+        ad.pack(args, o.lse, "lse", lse)
     if varlen:
         cu_seqlens_q = _meta(ad, cu_seqlens_q)
-        _pack(args, o.cu_seqlens_q, ad, "cu_seqlens_q", cu_seqlens_q)
+        ad.pack(args, o.cu_seqlens_q, "cu_seqlens_q", cu_seqlens_q)
     if cu_seqlens_k is not None:
         cu_seqlens_k = _meta(ad, cu_seqlens_k)
-        _pack(args, o.cu_seqlens_k, ad, "cu_seqlens_k", cu_seqlens_k)
+        ad.pack(args, o.cu_seqlens_k, "cu_seqlens_k", cu_seqlens_k)
     if seqused_k is not None:
         seqused_k = _meta(ad, seqused_k)
-        _pack(args, o.seqused_k, ad, "seqused_k", seqused_k)
+        ad.pack(args, o.seqused_k, "seqused_k", seqused_k)
     if block_table is not None:
         block_table = _meta(ad, block_table)
-        _pack(args, o.block_table, ad, "block_table", block_table)
+        ad.pack(args, o.block_table, "block_table", block_table)
     args.max_seqlen_q = int(max_seqlen_q)
     args.max_seqlen_k = int(max_seqlen_k)
     alibi_slopes = _meta(ad, alibi_slopes)
@@ -192,10 +188,10 @@ def plan_forward(q, k, v, **kw):
     out = ad.empty_as(q.shape, q)
     args = L.FwdArgs.from_buffer_copy(lib.fwd_tmpl_bytes)
     o = L.FWD_OFF
-    _pack(args, o.q, ad, "q", q)
-    _pack(args, o.k, ad, "k", k)
-    _pack(args, o.v, ad, "v", v)
-    _pack(args, o.out, ad, "out", out)
+    ad.pack(args, o.q, "q", q)
+    ad.pack(args, o.k, "k", k)
+    ad.pack(args, o.v, "v", v)
+    ad.pack(args, o.out, "out", out)
     wl, wr = resolve_window(kw.get("window_size", (-1, -1)))
     scale = kw.get("softmax_scale") or default_scale(d)
     _set_options(args.opt, ad, args, 0, scale, kw.get("causal", False), wl, wr, kw.get("softcap", 0.0),
@@ -240,24 +236,24 @@ def backward(dout, q, k, v, out, lse, *, cu_seqlens_q=None, cu_seqlens_k=None, m
 
     args = L.BwdArgs.from_buffer_copy(lib.bwd_tmpl_bytes)
     o = L.BWD_OFF
-    _pack(args, o.q, ad, "q", q)
-    _pack(args, o.k, ad, "k", k)
-    _pack(args, o.v, ad, "v", v)
-    _pack(args, o.out, ad, "out", out)
-    _pack(args, o.dout, ad, "dout", dout)
+    ad.pack(args, o.q, "q", q)
+    ad.pack(args, o.k, "k", k)
+    ad.pack(args, o.v, "v", v)
+    ad.pack(args, o.out, "out", out)
+    ad.pack(args, o.dout, "dout", dout)
     lse = _meta(ad, lse)
-    _pack(args, o.lse, ad, "lse", lse)
-    _pack(args, o.dq, ad, "dq", dq)
-    _pack(args, o.dk, ad, "dk", dk)
-    _pack(args, o.dv, ad, "dv", dv)
+    ad.pack(args, o.lse, "lse", lse)
+    ad.pack(args, o.dq, "dq", dq)
+    ad.pack(args, o.dk, "dk", dk)
+    ad.pack(args, o.dv, "dv", dv)
     if dsinks is not None:
-        _pack(args, o.dsinks, ad, "dsinks", dsinks)
+        ad.pack(args, o.dsinks, "dsinks", dsinks)
     if varlen:
         cu_seqlens_q = _meta(ad, cu_seqlens_q)
-        _pack(args, o.cu_seqlens_q, ad, "cu_seqlens_q", cu_seqlens_q)
+        ad.pack(args, o.cu_seqlens_q, "cu_seqlens_q", cu_seqlens_q)
     if cu_seqlens_k is not None:
         cu_seqlens_k = _meta(ad, cu_seqlens_k)
-        _pack(args, o.cu_seqlens_k, ad, "cu_seqlens_k", cu_seqlens_k)
+        ad.pack(args, o.cu_seqlens_k, "cu_seqlens_k", cu_seqlens_k)
     args.max_seqlen_q = int(max_seqlen_q)
     args.max_seqlen_k = int(max_seqlen_k)
     alibi_slopes = _meta(ad, alibi_slopes)
@@ -310,16 +306,16 @@ def forward_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens=None, 
 
     args = L.KvcacheArgs.from_buffer_copy(lib.kvc_tmpl_bytes)
     o = L.KVC_OFF
-    _pack(args, o.q, ad, "q", q_run)
-    _pack(args, o.k_cache, ad, "k_cache", kc_run)
-    _pack(args, o.v_cache, ad, "v_cache", vc_run)
+    ad.pack(args, o.q, "q", q_run)
+    ad.pack(args, o.k_cache, "k_cache", kc_run)
+    ad.pack(args, o.v_cache, "v_cache", vc_run)
     if k_run is not None:
-        _pack(args, o.k_new, ad, "k", k_run)
+        ad.pack(args, o.k_new, "k", k_run)
     if v_run is not None:
-        _pack(args, o.v_new, ad, "v", v_run)
-    _pack(args, o.out, ad, "out", out_tmp)
+        ad.pack(args, o.v_new, "v", v_run)
+    ad.pack(args, o.out, "out", out_tmp)
     if lse is not None:
-        _pack(args, o.lse, ad, "lse", lse)
+        ad.pack(args, o.lse, "lse", lse)
     keep = []  # the (possibly copied) metadata must stay alive until the call returns
     for name, t in (("cache_seqlens", cache_seqlens), ("cache_batch_idx", cache_batch_idx),
                     ("cache_leftpad", cache_leftpad), ("block_table", block_table),
@@ -327,7 +323,7 @@ def forward_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens=None, 
         if t is not None:
             t = _meta(ad, t)
             keep.append(t)
-            _pack(args, getattr(o, name), ad, name, t)
+            ad.pack(args, getattr(o, name), name, t)
     args.rotary_interleaved = 1 if rotary_interleaved else 0
     alibi_slopes = _meta(ad, alibi_slopes)
     sinks = _meta(ad, sinks)

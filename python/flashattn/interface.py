@@ -88,10 +88,14 @@ def _attn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropo
     wl, wr = _window(window_size)
     if _is_torch(q):
         rng_state = _torch_rng_state(q, generator) if dropout_p > 0.0 else None
-        out, lse = _torch.ops.flashattn.fwd(
-            q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max_seqlen_q, max_seqlen_k, scale,
-            bool(causal), wl, wr, float(softcap), alibi_slopes, sinks, float(dropout_p), rng_state, 0,
-            bool(deterministic))
+        floats = [scale, float(softcap), float(dropout_p)]
+        if cu_seqlens_q is None:
+            out, lse = _ops.dense_attention(q, k, v, alibi_slopes, sinks, rng_state,
+                                            [int(causal), wl, wr, 0, int(deterministic)], floats)
+        else:
+            out, lse = _ops.varlen_attention(
+                q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, sinks, rng_state,
+                [max_seqlen_q, max_seqlen_k, int(causal), wl, wr, 0, int(deterministic)], floats)
     else:
         seed, offset = _numpy_seed(generator) if dropout_p > 0.0 else (0, 0)
         out, lse = F.forward(q, k, v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, seqused_k=seqused_k,
@@ -234,10 +238,10 @@ def _kvcache(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens, c
     if _is_torch(q):
         if out is None:
             out = _torch.empty(q.shape, dtype=q.dtype, device=q.device)
-        lse = _torch.ops.flashattn.fwd_kvcache(
+        lse = _ops.kvcache_attention(
             q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens, cache_batch_idx, cache_leftpad,
-            block_table, scale, bool(causal), wl, wr, float(softcap), bool(rotary_interleaved), alibi_slopes,
-            sinks, int(num_splits), out)
+            block_table, alibi_slopes, sinks, [int(causal), wl, wr, int(bool(rotary_interleaved)), int(num_splits)],
+            [scale, float(softcap)], out)
     else:
         out, lse = F.forward_kvcache(
             q, k_cache, v_cache, k, v, cache_seqlens=cache_seqlens, cache_batch_idx=cache_batch_idx,

@@ -103,13 +103,12 @@ def flash_attn_varlen_func(q, k, v, max_seqlen_q, cu_seqlens_q, max_seqlen_k, cu
     scale = I._scale(softmax_scale, q.shape[-1])
     wl, wr = I._window(window_size)
     if I._is_torch(q):
-        torch = I._torch
-        args = (q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max_seqlen_q, max_seqlen_k, scale,
-                bool(causal), wl, wr, float(softcap), alibi_slopes, sinks, 0.0, None, 0)
+        args = (q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, sinks, None,
+                [max_seqlen_q, max_seqlen_k, int(causal), wl, wr, 0, 0], [scale, float(softcap), 0.0])
         if out is not None:
-            lse = torch.ops.flashattn.fwd_out(*args, out)
+            lse = I._ops.varlen_attention_out(*args, out)
         else:
-            out, lse = torch.ops.flashattn.fwd(*args, False)
+            out, lse = I._ops.varlen_attention(*args)
     else:
         out, lse = I.F.forward(q, k, v, out=out, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
                                seqused_k=seqused_k, block_table=block_table, max_seqlen_q=max_seqlen_q,

@@ -251,13 +251,13 @@ def test_vllm_paged_varlen_out_and_lse():
 
 def test_opcheck_cuda():
     q, k, v = (rand(2, 64, 4, 64, grad=True) for _ in range(3))
-    args = (q, k, v, None, None, None, None, 0, 0, 0.125, True, -1, -1, 0.0, None, None, 0.0, None, 0, False)
-    torch.library.opcheck(torch.ops.flashattn.fwd.default, args)
+    torch.library.opcheck(torch.ops.flashattn.fwd.default,
+                          (q, k, v, None, None, None, [1, -1, -1, 0, 0], [0.125, 0.0, 0.0]))
     kc, vc = rand(2, 128, 4, 64), rand(2, 128, 4, 64)
     seqlens = torch.tensor([5, 77], dtype=torch.int32, device=DEV)
     torch.library.opcheck(torch.ops.flashattn.fwd_kvcache.default,
                           (q[:, :1].detach(), kc, vc, k[:, :1].detach(), v[:, :1].detach(), None, None, seqlens, None,
-                           None, None, 0.125, True, -1, -1, 0.0, True, None, None, 0, torch.empty_like(q[:, :1])))
+                           None, None, None, None, [1, -1, -1, 1, 0], [0.125, 0.0], torch.empty_like(q[:, :1])))
 
 
 def test_torch_compile_fullgraph_cuda():

@@ -87,30 +87,25 @@ def test_varlen_autograd():
         assert rel_err(t.grad, ref[name]) <= GRAD_RTOL, name
 
 
-def _fwd_args(q, k, v, **over):
-    a = dict(cu_seqlens_q=None, cu_seqlens_k=None, seqused_k=None, block_table=None, max_seqlen_q=0,
-             max_seqlen_k=0, softmax_scale=q.shape[-1] ** -0.5, causal=True, window_left=-1, window_right=-1,
-             softcap=0.0, alibi_slopes=None, sinks=None, dropout_p=0.0, rng_state=None, num_splits=0,
-             deterministic=False)
-    a.update(over)
-    return (q, k, v) + tuple(a.values())
-
-
 def test_opcheck_fwd_and_bwd():
     q, k, v = rand(2, 7, 4, 16, grad=True), rand(2, 9, 2, 16, grad=True), rand(2, 9, 2, 16, grad=True)
-    torch.library.opcheck(torch.ops.flashattn.fwd.default, _fwd_args(q, k, v))
+    ints, floats = [1, -1, -1, 0, 0], [0.25, 0.0, 0.0]
+    torch.library.opcheck(torch.ops.flashattn.fwd.default, (q, k, v, None, None, None, ints, floats))
     sinks = torch.randn(4, requires_grad=True)
-    torch.library.opcheck(torch.ops.flashattn.fwd.default, _fwd_args(q, k, v, sinks=sinks, softcap=2.0))
-    # varlen form
+    alibi = torch.rand(4) * 0.2
+    torch.library.opcheck(torch.ops.flashattn.fwd.default, (q, k, v, alibi, sinks, None, ints, [0.25, 2.0, 0.0]))
+    # dropout: the (seed, offset) pair is an input, so the op is a pure function of its inputs
+    rng_state = torch.tensor([5, 7], dtype=torch.int64)
+    torch.library.opcheck(torch.ops.flashattn.fwd.default, (q, k, v, None, None, rng_state, ints, [0.25, 0.0, 0.3]))
     cu = torch.tensor([0, 3, 10], dtype=torch.int32)
     qv, kv_, vv = rand(10, 4, 16, grad=True), rand(10, 2, 16, grad=True), rand(10, 2, 16, grad=True)
-    torch.library.opcheck(torch.ops.flashattn.fwd.default,
-                          _fwd_args(qv, kv_, vv, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=7, max_seqlen_k=7))
-    out, lse = torch.ops.flashattn.fwd(*_fwd_args(q.detach(), k.detach(), v.detach()))
+    torch.library.opcheck(torch.ops.flashattn.varlen_fwd.default,
+                          (qv, kv_, vv, cu, cu, None, None, None, sinks, None, [7, 7] + ints, floats))
+    out, lse = torch.ops.flashattn.fwd(q.detach(), k.detach(), v.detach(), None, None, None, ints, floats)
     dout = torch.randn_like(out)
     torch.library.opcheck(torch.ops.flashattn.bwd.default,
-                          (dout, q.detach(), k.detach(), v.detach(), out, lse, None, None, 0, 0, 0.25, True, -1, -1,
-                           0.0, None, None, 0.0, None, False))
+                          (dout, q.detach(), k.detach(), v.detach(), out, lse, None, None, None, None, None,
+                           [0, 0, 1, -1, -1, 0], floats))
 
 
 def test_opcheck_mutating_ops():
@@ -121,13 +116,14 @@ def test_opcheck_mutating_ops():
     seqlens = torch.tensor([3, 7], dtype=torch.int32)
     out = torch.empty_like(q)
     torch.library.opcheck(torch.ops.flashattn.fwd_kvcache.default,
-                          (q, kc, vc, kn, vn, None, None, seqlens, None, None, None, 0.25, True, -1, -1, 0.0, True,
-                           None, None, 0, out))
+                          (q, kc, vc, kn, vn, None, None, seqlens, None, None, None, None, None, [1, -1, -1, 1, 0],
+                           [0.25, 0.0], out))
     out = torch.empty(2, 4, 16)
     qv, kv_, vv = rand(2, 4, 16), rand(5, 2, 16), rand(5, 2, 16)
-    args = _fwd_args(qv, kv_, vv, cu_seqlens_q=torch.tensor([0, 1, 2], dtype=torch.int32),
-                     cu_seqlens_k=torch.tensor([0, 2, 5], dtype=torch.int32), max_seqlen_q=1, max_seqlen_k=3)
-    torch.library.opcheck(torch.ops.flashattn.fwd_out.default, args[:-1] + (out,))
+    torch.library.opcheck(torch.ops.flashattn.varlen_fwd_out.default,
+                          (qv, kv_, vv, torch.tensor([0, 1, 2], dtype=torch.int32),
+                           torch.tensor([0, 2, 5], dtype=torch.int32), None, None, None, None, None,
+                           [1, 3, 1, -1, -1, 0, 0], [0.25, 0.0, 0.0], out))
 
 
 def test_torch_compile_fullgraph_forward_backward():
