@@ -243,8 +243,10 @@ void fill_attention(FwdParams& p, Device& dev, const flashattn_tensor& q_t, cons
   const DType dt = dtype_of(q.t());
   const bool varlen = cu_q.present();
   const bool paged = block_table.present();
-  if (require_varlen && !varlen) {
-    fail_arg("cu_seqlens_q: required by the varlen entry point (int32 (batch + 1,) cumulative lengths), got none");
+  if (!varlen && (require_varlen || q.t().ndim == 3)) {
+    fail_arg("cu_seqlens_q: required for varlen q of shape (total_q, heads, head_dim) (int32 (batch + 1,) "
+             "cumulative lengths), got none; fixed-length q is (batch, seqlen, heads, head_dim), got ",
+             shape_string(q.t()));
   }
   p.dtype = dt;
 
