@@ -136,7 +136,7 @@ step_sweep() {
   {
     cmake -S "$root" -B "$sb" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHATTN_CUDA=ON -DFLASHATTN_ARCHS="$ARCHS" \
       -DFLASHATTN_HEADDIMS=64 -DFLASHATTN_DTYPES=bf16 -DFLASHATTN_CUDA_JOBS="$JOBS" -DFLASHATTN_GPU_TILE_SWEEP=ON "${extra[@]}"
-    ninja -C "$sb" -j "$JOBS" $(ninja -C "$sb" -t targets all | grep -o '^tile_sweep_[0-9_]*' | sort -u)
+    ninja -C "$sb" -j "$JOBS" $(ninja -C "$sb" -t targets all | grep -o '^tile_sweep_[0-9a-z_]*' | sort -u)
     for exe in "$sb"/tests/gpu/tile_sweep_*; do "$exe"; done
   } >"$OUT/sweep.log" 2>&1
   grep '^sweep' "$OUT/sweep.log"

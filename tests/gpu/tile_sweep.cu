@@ -12,6 +12,10 @@
 
 #include "cuda/sm80/fwd_launch_sm80.cuh"
 
+#ifndef SWEEP_ORDER_FWD
+#define SWEEP_ORDER_FWD 0  // 1: causal query blocks in launch order (shortest first) instead of longest first
+#endif
+
 namespace flashattn {
 
 void sweep_one() {
@@ -62,7 +66,7 @@ void sweep_one() {
       p.num_splits = 1;
       auto launch = [&] {
         if (causal) {
-          kern::launch_fwd_sm80<Traits, kern::MaskCausal, kern::ScorePlain>(p, nullptr);
+          kern::launch_fwd_sm80<Traits, kern::MaskCausal, kern::ScorePlain, !SWEEP_ORDER_FWD>(p, nullptr);
         } else {
           kern::launch_fwd_sm80<Traits, kern::MaskNone, kern::ScorePlain>(p, nullptr);
         }
@@ -83,8 +87,8 @@ void sweep_one() {
       }
       std::sort(ms.begin(), ms.end());
       const double flops = 4.0 * b * s * static_cast<double>(s) * h * d / (causal ? 2 : 1);
-      std::printf("sweep d%d %dx%d %dw causal=%d seqlen=%5d  %.3f ms  %.1f TFLOP/s  %s\n", d, SWEEP_M, SWEEP_N, SWEEP_W,
-                  causal, s, ms[ms.size() / 2], flops / ms[ms.size() / 2] / 1e9,
+      std::printf("sweep d%d %dx%d %dw%s causal=%d seqlen=%5d  %.3f ms  %.1f TFLOP/s  %s\n", d, SWEEP_M, SWEEP_N, SWEEP_W,
+                  SWEEP_ORDER_FWD ? " fwd-order" : "", causal, s, ms[ms.size() / 2], flops / ms[ms.size() / 2] / 1e9,
                   cudaGetErrorString(cudaGetLastError()));
       cudaFree(q);
       cudaFree(k);

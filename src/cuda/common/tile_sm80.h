@@ -36,19 +36,23 @@ constexpr size_t fwd_smem_bytes_sm80(int head_dim, TileSm80 t) {
 }
 
 // Register budget (255/thread, fp32 accumulators): per thread, O holds block_m*d/threads floats and the
-// score tile block_m*block_n/threads floats; 4 warps x 128 rows keeps O + S <= ~192 registers up to d128.
+// score tile block_m*block_n/threads floats; 4 warps x 128 rows keeps O + S <= 192 registers up to d128.
 // Wider heads move to 8 warps (16 rows per warp) so O stays <= 128 floats per thread at d256.
+// Every choice below was timed against its neighbours with tools/device_check.sh STEPS=sweep
+// (docs/kernels_sm80.md has the numbers).
 constexpr TileSm80 fwd_tile_sm80(int head_dim, bool small_smem) {
-  // d32/d64: 128x128, 4 warps. Small K/V rows make loads cheap; a wide N amortises the softmax row
-  // reductions (S = 128 floats, O <= 64 floats per thread). 24 / 48 KB smem: 3-4 CTAs per SM.
-  if (head_dim <= 64) return {128, 128, 4};
-  // d96/d128: 128x64, 4 warps: O = 96/128 + S = 64 floats per thread (no spills), 48 / 64 KB smem
-  // (3 CTAs per SM on H100, 1-2 on sm86). 128x128 would need S + O = 256 floats: spills.
+  // d32: 128x128, 4 warps (S = 128 + O = 32 floats per thread, 24 KB smem): a wide N amortises the
+  // per-block softmax and barriers over the short QK^T. Measured on H200: 128x64 is 5-12% slower.
+  if (head_dim <= 32) return {128, 128, 4};
+  // d64..d128: 128x64, 4 warps: S = 64 + O <= 128 floats per thread, 32-64 KB smem (2 CTAs per SM by
+  // registers). Measured on H200 at d64: 128x128 (S = 128 floats) is 10-15% slower, 8 warps 20-30%
+  // slower (each warp re-reads all of K and V from shared memory for only 16 rows).
   if (head_dim <= 128) return {128, 64, 4};
   // d160/d192: 128x64 with 8 warps: O = 80/96 floats, 80 / 96 KB smem: fits the 99 KB of sm86/89 too.
   if (head_dim <= 192) return {128, 64, 8};
   // d224/d256: 128x64, 8 warps: O = 112/128 floats, 112 / 128 KB smem (1 CTA of 8 warps on H100,
-  // A100). sm86/89 cannot fit it in 99 KB: 64x64 with 4 warps (84 / 96 KB, O = 112/128 floats).
+  // A100). Measured on H200 at d256: 64x64/4w (2 CTAs per SM) is 4-8% slower except causal at 1k,
+  // 128x32/8w 15-20% slower. sm86/89 cannot fit 128 KB in 99 KB: 64x64 with 4 warps (84 / 96 KB).
   if (small_smem) return {64, 64, 4};
   return {128, 64, 8};
 }

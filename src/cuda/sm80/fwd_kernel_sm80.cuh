@@ -15,13 +15,13 @@
 namespace flashattn {
 namespace kern {
 
-template <typename Traits, typename Mask, typename Score>
+template <typename Traits, typename Mask, typename Score, bool kLongestFirst = Mask::kCausal>
 struct FwdKernelSm80 {
   using Element = typename Traits::Element;
   using Mainloop = MainloopFwdSm80<Traits>;
   using Epilogue = EpilogueFwd<Traits>;
   // Causal query blocks differ in work by up to seqlen / kBlockN key blocks: start the longest first.
-  using Scheduler = TileSchedulerFwd<Mask::kCausal>;
+  using Scheduler = TileSchedulerFwd<kLongestFirst>;
   static constexpr int kBlockM = Traits::kBlockM;
 
   static int num_m_blocks(const FwdParams& p) { return static_cast<int>((p.seqlen_q + kBlockM - 1) / kBlockM); }

@@ -32,9 +32,9 @@ inline size_t device_smem_optin_bytes() {
   return static_cast<size_t>(v);
 }
 
-template <typename Traits, typename Mask, typename Score>
+template <typename Traits, typename Mask, typename Score, bool kLongestFirst = Mask::kCausal>
 void launch_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
-  using Kernel = FwdKernelSm80<Traits, Mask, Score>;
+  using Kernel = FwdKernelSm80<Traits, Mask, Score, kLongestFirst>;
   auto* fn = &fwd_kernel_sm80<Kernel, Traits::kNThreads>;
   constexpr int smem = Traits::kSmemBytes;
   if (smem > 48 * 1024) cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);

@@ -124,24 +124,42 @@ struct MainloopFwdSm80 {
     Tensor coord_s = rowcol_view(thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{})));
     Tensor o_rc = rowcol_view(acc_o);
 
-    // One body for every key block (no per-variant copies of the MMA code): masking is a uniform branch
-    // taken only by the blocks the mask policy reports; the first block visited is always masked (it is
-    // the key tail or the causal diagonal in nearly every case). The softmax needs no first-block case:
-    // row_max starts at -inf, so the first rescale multiplies the zero accumulators by 0.
-    for (int n = range.n_max - 1; n >= range.n_min; --n) {
-      const bool masked = n == range.n_max - 1 || range.needs_mask(n);
+    // One body, instantiated masked and unmasked. The unmasked copy carries no predicates at all: a
+    // uniform branch around the mask would be if-converted by the compiler into ~100 predicated
+    // instructions executed by every block, so masked and unmasked blocks run in separate loops instead.
+    // The softmax needs no first-block case: row_max starts at -inf, so the first rescale multiplies the
+    // zero accumulators by 0.
+    auto step = [&](int n, auto masked_c) __attribute__((always_inline)) {
+      constexpr bool kMasked = decltype(masked_c)::value;
+      // Per-thread shared/global addresses are rebuilt from an opaque copy of tidx every block: they are
+      // loop-invariant, and hoisted they would pin ~40 registers (one per swizzled ldmatrix address),
+      // which spilled the softmax state and added ~150 register moves per block at d128.
+      int t = tidx;
+      asm volatile("" : "+r"(t));
+      auto thr_s2r_q = s2r_q.get_thread_slice(t);
+      Tensor t_sq = thr_s2r_q.partition_S(s_q);
+      auto thr_s2r_k = s2r_k.get_thread_slice(t);
+      Tensor t_sk = thr_s2r_k.partition_S(s_k);
+      auto thr_s2r_v = s2r_v.get_thread_slice(t);
+      Tensor t_svt = thr_s2r_v.partition_S(s_vt);
+      auto thr_g2s_i = g2s.get_thread_slice(t);
+      Tensor t_kg = thr_g2s_i.partition_S(g_k);
+      Tensor t_ks = thr_g2s_i.partition_D(s_k);
+      Tensor t_vg = thr_g2s_i.partition_S(g_v);
+      Tensor t_vs = thr_g2s_i.partition_D(s_v);
+      Tensor t_kvc = thr_g2s_i.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
       Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
       clear(acc_s);
       cute::cp_async_wait<0>();
       __syncthreads();  // K(n) visible; every warp is done with V(n+1)
-      // Row predicates only bite on the key tail; interior blocks pass them all.
-      copy_tile_g2s<true>(g2s, t_vg(_, _, _, n), t_vs, t_kvc, pred_col, bi.sk - n * kBlockN);
+      // Only a masked block can be the key tail: unmasked blocks load V with no row predicates.
+      copy_tile_g2s<kMasked>(g2s, t_vg(_, _, _, n), t_vs, t_kvc, pred_col, bi.sk - n * kBlockN);
       cute::cp_async_fence();
 
       gemm_ss(acc_s, r_q, r_k, t_sq, t_sk, tiled_mma, s2r_q, s2r_k, thr_s2r_q, thr_s2r_k);
       Tensor s = rowcol_view(acc_s);
       score.apply(s, coord_s, row0, n * kBlockN, bi.sq, bi.sk);
-      if (masked) mask.apply(s, coord_s, row0, n * kBlockN, bi.sq, bi.sk);
+      if constexpr (kMasked) mask.apply(s, coord_s, row0, n * kBlockN, bi.sq, bi.sk);
 
       cute::cp_async_wait<0>();
       __syncthreads();  // V(n) visible; every warp is done with K(n)
@@ -152,6 +170,16 @@ struct MainloopFwdSm80 {
       Tensor r_p = convert_fragment<Element>(acc_s);
       Tensor r_p_a = make_tensor(r_p.data(), acc_layout_as_a_operand(r_p.layout()));
       gemm_rs(acc_o, r_p_a, r_vt, t_svt, tiled_mma, s2r_v, thr_s2r_v);
+    };
+
+    // Blocks run from the last to the first: masked ones at the top (the key tail, the diagonal; the
+    // first block visited always counts as masked), then the unmasked middle, then, for a left window,
+    // masked ones at the bottom.
+    int n = range.n_max - 1;
+    for (; n >= range.n_min && (n >= range.full_hi || n == range.n_max - 1); --n) step(n, cute::true_type{});
+    for (; n >= range.n_min && n >= range.full_lo; --n) step(n, cute::false_type{});
+    if constexpr (Mask::kLocal) {
+      for (; n >= range.n_min; --n) step(n, cute::true_type{});
     }
   }
 };
