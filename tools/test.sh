@@ -23,7 +23,7 @@ cmake --build build/consumer -j "$jobs" >/dev/null
 ./build/consumer/consumer_static
 
 echo "== Python: pip install . (CPU backend) + pytest"
-FLASHATTN_CUDA=OFF "$PY" -m pip install --quiet --no-build-isolation . 2>&1 | grep -v "Running pip as the 'root'" || true
+FLASHATTN_PRESET=cpu "$PY" -m pip install --quiet --no-build-isolation . 2>&1 | grep -v "Running pip as the 'root'" || true
 "$PY" -c "import flashattn, sys; print('flashattn', flashattn.__version__, 'imported from', flashattn.__file__)"
 rc=0
 (cd /tmp && "$PY" -m pytest -q -m "not gpu" "$root/tests/python") || rc=$?

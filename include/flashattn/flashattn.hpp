@@ -128,34 +128,37 @@ class Workspace {
   size_t size_ = 0;
 };
 
-inline void fwd(const flashattn_fwd_args& args, Workspace& ws, void* stream = nullptr) {
+namespace detail {
+// Size query, workspace growth (outside the run call), run.
+template <typename Args>
+void run_with_workspace(flashattn_status (*size_fn)(const Args*, size_t*),
+                        flashattn_status (*run_fn)(const Args*, void*, size_t, void*), const Args& args,
+                        Workspace& ws, void* stream) {
   size_t bytes = 0;
-  check(flashattn_fwd_workspace_size(&args, &bytes));
-  check(flashattn_fwd(&args, ws.reserve(bytes), ws.size(), stream));
+  check(size_fn(&args, &bytes));
+  void* buffer = ws.reserve(bytes);
+  check(run_fn(&args, buffer, ws.size(), stream));
+}
+}  // namespace detail
+
+inline void fwd(const flashattn_fwd_args& args, Workspace& ws, void* stream = nullptr) {
+  detail::run_with_workspace(flashattn_fwd_workspace_size, flashattn_fwd, args, ws, stream);
 }
 
 inline void varlen_fwd(const flashattn_fwd_args& args, Workspace& ws, void* stream = nullptr) {
-  size_t bytes = 0;
-  check(flashattn_fwd_workspace_size(&args, &bytes));
-  check(flashattn_varlen_fwd(&args, ws.reserve(bytes), ws.size(), stream));
+  detail::run_with_workspace(flashattn_fwd_workspace_size, flashattn_varlen_fwd, args, ws, stream);
 }
 
 inline void bwd(const flashattn_bwd_args& args, Workspace& ws, void* stream = nullptr) {
-  size_t bytes = 0;
-  check(flashattn_bwd_workspace_size(&args, &bytes));
-  check(flashattn_bwd(&args, ws.reserve(bytes), ws.size(), stream));
+  detail::run_with_workspace(flashattn_bwd_workspace_size, flashattn_bwd, args, ws, stream);
 }
 
 inline void varlen_bwd(const flashattn_bwd_args& args, Workspace& ws, void* stream = nullptr) {
-  size_t bytes = 0;
-  check(flashattn_bwd_workspace_size(&args, &bytes));
-  check(flashattn_varlen_bwd(&args, ws.reserve(bytes), ws.size(), stream));
+  detail::run_with_workspace(flashattn_bwd_workspace_size, flashattn_varlen_bwd, args, ws, stream);
 }
 
 inline void fwd_kvcache(const flashattn_kvcache_args& args, Workspace& ws, void* stream = nullptr) {
-  size_t bytes = 0;
-  check(flashattn_kvcache_workspace_size(&args, &bytes));
-  check(flashattn_fwd_kvcache(&args, ws.reserve(bytes), ws.size(), stream));
+  detail::run_with_workspace(flashattn_kvcache_workspace_size, flashattn_fwd_kvcache, args, ws, stream);
 }
 
 inline void combine(const flashattn_combine_args& args, void* stream = nullptr) {
