@@ -158,6 +158,10 @@ class TorchAdapter(object):
         return self.dtypes.get(t.dtype, 0)
 
     def _conforms(self, t):
+        if t.is_contiguous():
+            # The common case in one C call: contiguous strides are products of trailing sizes, so they are
+            # all multiples of 8 when the last size is (GPU); on the CPU only the last stride matters.
+            return not t.is_cuda or (t.shape[-1] % 8 == 0 and t.data_ptr() % 16 == 0) if t.dim() else True
         st = t.stride()
         if st and st[-1] != 1 and t.shape[-1] > 1:
             return False
@@ -185,17 +189,17 @@ class TorchAdapter(object):
         return t if t.is_contiguous() else t.contiguous()
 
     def empty(self, shape, dtype_code, like):
-        return self.torch.empty(shape, dtype=self.torch_dtypes[dtype_code], device=like.device)
+        return like.new_empty(shape, dtype=self.torch_dtypes[dtype_code])
 
     def empty_as(self, shape, like):
-        return self.torch.empty(shape, dtype=like.dtype, device=like.device)
+        return like.new_empty(shape)  # dtype and device from `like` without building a torch.device
 
     def zeros(self, shape, dtype_code, like):
         return self.torch.zeros(shape, dtype=self.torch_dtypes[dtype_code], device=like.device)
 
     def workspace(self, nbytes, like):
         # torch's caching allocator: no cudaMalloc, no sync, stream-ordered (safe in graph capture).
-        buf = self.torch.empty(int(nbytes), dtype=self.torch.uint8, device=like.device)
+        buf = like.new_empty((int(nbytes),), dtype=self.torch.uint8)
         return buf.data_ptr(), buf
 
     def stream(self, like):

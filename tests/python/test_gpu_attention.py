@@ -140,7 +140,37 @@ def test_flash_attn_func_bwd(dtype, d, option):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
-def test_varlen_and_packed(dtype):
+def test_varlen_forward_edge_lengths(dtype):
+    """Empty query / key sequences, decode rows and sq > sk in one batch; output poisoned first."""
+    lens_q = [1, 0, 129, 64, 7, 300]
+    lens_k = [300, 5, 129, 1, 0, 77]
+    h, hk, d = 8, 2, 128
+    cu_q = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32, device=DEV)
+    cu_k = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32, device=DEV)
+    q = rand(int(cu_q[-1]), h, d, dtype=dtype)
+    k, v = rand(int(cu_k[-1]), hk, d, dtype=dtype), rand(int(cu_k[-1]), hk, d, dtype=dtype)
+    out = poison(torch.empty_like(q))
+    res, lse = vllm.flash_attn_varlen_func(q, k, v, max(lens_q), cu_q, max(lens_k), cu_seqlens_k=cu_k, causal=True,
+                                           out=out, return_softmax_lse=True)
+    assert res is out and lse.shape == (h, int(cu_q[-1]))
+    for bi in range(len(lens_q)):
+        qs, qe, ks, ke = int(cu_q[bi]), int(cu_q[bi + 1]), int(cu_k[bi]), int(cu_k[bi + 1])
+        if qe == qs:
+            continue
+        args = [t[None] for t in (q[qs:qe], k[ks:ke], v[ks:ke])]
+        check_fa_rule(out[qs:qe][None], attn_ref(*args, causal=True), attn_ref(*args, causal=True, upcast=False),
+                      what="seq %d" % bi)
+        visible = torch.arange(qe - qs, device=DEV) + (ke - ks) - (qe - qs) >= 0  # rows that see a key
+        assert torch.isinf(lse[:, qs:qe][:, ~visible]).all() and torch.isfinite(lse[:, qs:qe][:, visible]).all()
+    qkv = rand(2 * 77, 3, h, d, dtype=dtype)
+    cu = torch.tensor([0, 77, 154], dtype=torch.int32, device=DEV)
+    a = flashattn.flash_attn_varlen_qkvpacked_func(qkv, cu, 77, causal=True)
+    b = flashattn.flash_attn_qkvpacked_func(qkv.view(2, 77, 3, h, d), causal=True)
+    assert torch.equal(a.view(2, 77, h, d), b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+def test_varlen_backward(dtype):
     lens_q = [1, 0, 129, 64, 7]
     lens_k = [300, 5, 129, 1, 0]
     h, d = 4, 128
@@ -166,11 +196,6 @@ def test_varlen_and_packed(dtype):
             sl = (slice(qs, qe), slice(ks, ke), slice(ks, ke))
             for name, a, r, lo, s in zip(("dq", "dk", "dv"), grads, gr, gl, sl):
                 check_fa_rule(a[s][None], r, lo, 3.0, 1e-4, "%s[%d]" % (name, bi))
-    qkv = rand(2 * 77, 3, h, d, dtype=dtype)
-    cu = torch.tensor([0, 77, 154], dtype=torch.int32, device=DEV)
-    a = flashattn.flash_attn_varlen_qkvpacked_func(qkv, cu, 77, causal=True)
-    bq = flashattn.flash_attn_qkvpacked_func(qkv.view(2, 77, 3, h, d), causal=True)
-    assert torch.equal(a.view(2, 77, h, d), bq)
 
 
 @pytest.mark.parametrize("page_size", [None, 16, 7])
@@ -247,6 +272,56 @@ def test_vllm_paged_varlen_out_and_lse():
         ref = attn_ref(qs, k, v, causal=True, softcap=50.0)
         low = attn_ref(qs, k, v, causal=True, softcap=50.0, upcast=False)
         check_fa_rule(out[cu_q[bi]:cu_q[bi + 1]][None], ref, low, what="seq %d" % bi)
+
+
+def test_opcheck_cuda_forward_only():
+    """Schema, fake tensor and aot_dispatch checks of the forward ops on CUDA (no gradients involved)."""
+    q, k, v = (rand(2, 64, 4, 64) for _ in range(3))
+    torch.library.opcheck(torch.ops.flashattn.fwd.default,
+                          (q, k, v, None, torch.randn(4, device=DEV), None, [1, -1, -1, 0, 0], [0.125, 0.0, 0.0]))
+    cu = torch.tensor([0, 50, 128], dtype=torch.int32, device=DEV)
+    qv, kv_, vv = (rand(128, 4, 64) for _ in range(3))
+    torch.library.opcheck(torch.ops.flashattn.varlen_fwd.default,
+                          (qv, kv_, vv, cu, cu, None, None, None, None, None, [78, 78, 1, -1, -1, 0, 0],
+                           [0.125, 0.0, 0.0]))
+
+
+def test_torch_compile_fullgraph_cuda_forward_only():
+    q, k, v = (rand(2, 256, 8, 64, dtype=torch.bfloat16) for _ in range(3))
+
+    def f(q, k, v):
+        return flashattn.flash_attn_func(q, k, v, causal=True, softcap=20.0) * 2
+
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(f, fullgraph=True)(q, k, v), f(q, k, v))
+
+
+def test_cuda_graph_capture_varlen_forward_into_out():
+    """The forward run call allocates nothing and never syncs: capture it, replay with new data."""
+    dtype = torch.bfloat16
+    h, d = 8, 128
+    cu = torch.tensor([0, 100, 101, 356], dtype=torch.int32, device=DEV)
+    q, k, v = (rand(356, h, d, dtype=dtype) for _ in range(3))
+    out = torch.empty_like(q)
+
+    def step():
+        vllm.flash_attn_varlen_func(q, k, v, 255, cu, 255, cu_seqlens_k=cu, causal=True, out=out)
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        step()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        step()
+    for it in range(3):
+        for t in (q, k, v):
+            t.copy_(torch.randn_like(t))
+        g.replay()
+        torch.cuda.synchronize()
+        eager = flashattn.flash_attn_varlen_func(q, k, v, cu, cu, 255, 255, causal=True)
+        assert torch.equal(out, eager), "replay %d differs from eager" % it
 
 
 def test_opcheck_cuda():
