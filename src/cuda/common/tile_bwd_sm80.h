@@ -1,0 +1,101 @@
+// Tile shapes and workspace layout of the sm80-path backward. Plain C++ (no CUDA headers): the host
+// planner sizes the workspace from it and the launch template instantiates exactly these tiles, so the
+// two can never disagree.
+//
+// Shared memory of one CTA (16-bit elements): Q and dO tiles (kBlockM x d, `q_stages` buffers each),
+// K and V tiles (kBlockN x d), P and dS tiles (kBlockM x kBlockN). Two tables, like the forward:
+// "large" for >= 160 KB per block (A100/A30: 163 KB, H100/H200 running sm_90 SASS: 227 KB) and "small"
+// for sm86/sm89 (99 KB). A head dim whose small tile does not fit has none (block_m == 0): NOT_SUPPORTED.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace flashattn {
+
+struct TileBwdSm80 {
+  int block_m;   // query rows per inner step (0: no tile fits)
+  int block_n;   // keys per CTA (the dK/dV rows a CTA owns)
+  int warps;     // 8 everywhere: a 4 x 2 warp grid for all five products
+  int q_stages;  // 2: the next Q/dO tile loads while this one is used; 1: loaded after its last use
+  constexpr bool operator==(const TileBwdSm80& o) const {
+    return block_m == o.block_m && block_n == o.block_n && warps == o.warps && q_stages == o.q_stages;
+  }
+};
+
+constexpr size_t bwd_smem_bytes_sm80(int head_dim, TileBwdSm80 t) {
+  return static_cast<size_t>(2 * t.q_stages * t.block_m * head_dim + 2 * t.block_n * head_dim +
+                             2 * t.block_m * t.block_n) * 2;
+}
+
+// Register budget (255 per thread, 256 threads): dK and dV accumulate in registers for the whole CTA,
+// 2 * block_n * d / 256 floats, plus S and dP (block_m * block_n / 256 each). block_n = 128 keeps that
+// <= 128 + 64 up to d128; wider heads drop to block_n = 64 (dK + dV = 128 floats at d256).
+// block_m = 64 everywhere: it is the k extent of dK/dV += ^T products and the M of S, dP and dQ, and
+// 64 rows x 4 row-warps gives each warp one m16 tile.
+constexpr TileBwdSm80 bwd_tile_sm80(int head_dim, bool small_smem) {
+  // d32: 64 KB; d64: 96 KB, fits the 99 KB of sm86/89 as it is.
+  if (head_dim <= 64) return {64, 128, 8, 2};
+  // d96: 128 KB large; 88 KB small with 64 keys per CTA.
+  if (head_dim <= 96) return small_smem ? TileBwdSm80{64, 64, 8, 2} : TileBwdSm80{64, 128, 8, 2};
+  // d128: 160 KB large (fits A100's 163 KB); 80 KB small, single-buffered Q/dO.
+  if (head_dim <= 128) return small_smem ? TileBwdSm80{64, 64, 8, 1} : TileBwdSm80{64, 128, 8, 2};
+  // d160: 136 KB large; 96 KB small single-buffered.
+  if (head_dim <= 160) return small_smem ? TileBwdSm80{64, 64, 8, 1} : TileBwdSm80{64, 64, 8, 2};
+  // d192: 160 KB large. Small would need 112 KB even single-buffered: not supported on sm86/89.
+  if (head_dim <= 192) return small_smem ? TileBwdSm80{0, 0, 0, 0} : TileBwdSm80{64, 64, 8, 2};
+  // d224/d256: single-buffered Q/dO (128 / 144 KB) so A100's 163 KB holds them; none on sm86/89.
+  return small_smem ? TileBwdSm80{0, 0, 0, 0} : TileBwdSm80{64, 64, 8, 1};
+}
+
+// The large table when the device's opt-in shared memory holds it, else the small one (which may be none).
+constexpr TileBwdSm80 bwd_tile_for_device_sm80(int head_dim, size_t smem_optin_bytes) {
+  const TileBwdSm80 large = bwd_tile_sm80(head_dim, false);
+  if (bwd_smem_bytes_sm80(head_dim, large) <= smem_optin_bytes) return large;
+  const TileBwdSm80 small = bwd_tile_sm80(head_dim, true);
+  if (small.block_m > 0 && bwd_smem_bytes_sm80(head_dim, small) <= smem_optin_bytes) return small;
+  return TileBwdSm80{0, 0, 0, 0};
+}
+
+// Rows per CTA of the preprocess (D = rowsum(dO * O)) and dQ-convert kernels.
+constexpr int kBwdPrepRows = 32;
+
+// Number of dQ accumulator slices. Non-deterministic: 1 (every key-block CTA adds into it with fp32
+// atomics). Deterministic: each CTA owns one slice and walks its key blocks in a fixed order; the
+// convert kernel sums the slices in slice order. Enough CTAs to fill the GPU twice, never more than the
+// key blocks.
+inline int bwd_dq_slices_sm80(bool deterministic, int num_sms, int64_t batch, int nheads_k, int64_t seqlen_k,
+                              int block_n) {
+  if (!deterministic) return 1;
+  const int64_t n_blocks = seqlen_k > 0 ? (seqlen_k + block_n - 1) / block_n : 1;
+  const int64_t bh = batch * nheads_k > 0 ? batch * nheads_k : 1;
+  int64_t s = (2 * static_cast<int64_t>(num_sms) + bh - 1) / bh;
+  if (s > n_blocks) s = n_blocks;
+  return s < 1 ? 1 : static_cast<int>(s);
+}
+
+// Workspace carved by bwd(): every region 256-byte aligned, offsets in bytes.
+struct BwdWorkspaceSm80 {
+  size_t dq_accum;     // fp32 (slices, nheads, total_q, head_dim_rounded)
+  size_t dpsum;        // fp32 (nheads, total_q): D = rowsum(dO * O)
+  size_t sink_partial; // fp32 (nheads, batch * prep_blocks): per-CTA partial sums of dsinks
+  size_t total;
+};
+
+constexpr size_t bwd_align256(size_t x) { return (x + 255) / 256 * 256; }
+
+inline BwdWorkspaceSm80 bwd_workspace_sm80(int slices, int nheads, int64_t total_q, int head_dim_rounded,
+                                           int64_t batch, int64_t seqlen_q, bool sinks) {
+  BwdWorkspaceSm80 w{};
+  const size_t dq = static_cast<size_t>(slices) * nheads * total_q * head_dim_rounded * sizeof(float);
+  const size_t dps = static_cast<size_t>(nheads) * total_q * sizeof(float);
+  const int64_t prep_blocks = (seqlen_q + kBwdPrepRows - 1) / kBwdPrepRows;
+  const size_t sp = sinks ? static_cast<size_t>(nheads) * batch * prep_blocks * sizeof(float) : 0;
+  w.dq_accum = 0;
+  w.dpsum = bwd_align256(dq);
+  w.sink_partial = w.dpsum + bwd_align256(dps);
+  w.total = w.sink_partial + bwd_align256(sp);
+  return w;
+}
+
+}  // namespace flashattn
