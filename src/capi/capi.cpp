@@ -62,6 +62,11 @@ void check_forced_path(const Device& dev) {
   if (forced != FLASHATTN_PATH_CPU && !dev.is_cuda()) {
     fail(FLASHATTN_STATUS_NOT_SUPPORTED, "FLASHATTN_FORCE_PATH names a GPU path: the tensors are on the CPU");
   }
+  // The sm80 path is the only GPU path so far; the sm75 and sm90 planners will read forced_path() themselves.
+  if (forced == FLASHATTN_PATH_SM75 || forced == FLASHATTN_PATH_SM90) {
+    fail(FLASHATTN_STATUS_NOT_BUILT, "FLASHATTN_FORCE_PATH=", forced == FLASHATTN_PATH_SM75 ? "sm75" : "sm90",
+         ": that code path is not built yet (available: sm80, cpu)");
+  }
 }
 
 Plan plan_fwd_for(const Validated<FwdParams>& v) {
