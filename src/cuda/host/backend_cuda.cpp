@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/registry.h"
 #include "cuda/common/combine.h"
+#include "cuda/common/tile_bwd_sm80.h"
 #include "cuda/common/tile_sm80.h"
 
 namespace flashattn {
@@ -156,10 +157,92 @@ void fwd(const FwdParams& p, const Plan& plan, void* /*workspace*/, size_t /*wor
   check_cuda(cudaGetLastError(), "forward kernel launch");
 }
 
-Plan plan_bwd(const BwdParams&, int) { fail(FLASHATTN_STATUS_NOT_BUILT, "backward on the GPU is not built yet"); }
+namespace {
 
-void bwd(const BwdParams&, const Plan&, void*, size_t, void*) {
-  fail(FLASHATTN_STATUS_NOT_BUILT, "backward on the GPU is not built yet");
+int num_sms(int device) {
+  int v = 0;
+  check_cuda(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute(MultiProcessorCount)");
+  return v;
+}
+
+// Checks shared by plan_bwd and bwd; returns the kernel entry of the "bwd" family (variant bit 0 = causal,
+// as the forward).
+const KernelEntry* check_bwd(const BwdParams& p, int arch, int* rounded_out) {
+  if (arch < 80) fail(FLASHATTN_STATUS_NOT_BUILT, "the sm75 (Turing) GPU backward is not built yet (device sm_", arch, ")");
+  if (p.dtype != DType::kFP16 && p.dtype != DType::kBF16) {
+    fail(FLASHATTN_STATUS_NOT_SUPPORTED, "dtype: the GPU kernels take fp16 or bf16, got ", dtype_name(p.dtype));
+  }
+  if (p.head_dim % 8 != 0) {
+    fail(FLASHATTN_STATUS_NOT_SUPPORTED, "head_dim: the GPU kernels need a multiple of 8 (16-byte loads), got ",
+         p.head_dim, "; pad q, k, v, out and dout to ", (p.head_dim + 7) / 8 * 8, " with zeros and slice the gradients");
+  }
+  const int rounded = round_head_dim_sm80(p.head_dim);
+  if (rounded == 0 || p.head_dim <= 0) fail(FLASHATTN_STATUS_NOT_SUPPORTED, "head_dim: the GPU kernels take 8..256, got ", p.head_dim);
+  if (p.dropout_p > 0.f) fail(FLASHATTN_STATUS_NOT_BUILT, "dropout in the GPU backward is not built yet");
+  reject_unbuilt_features(p);
+  const KernelEntry* entry = find_kernel("bwd", "sm80", p.dtype, rounded, fwd_variant_bits(p));
+  if (entry == nullptr) {
+    fail(FLASHATTN_STATUS_NOT_BUILT, "kernel bwd_sm80_", dtype_name(p.dtype), "_hdim", rounded,
+         (fwd_variant_bits(p) & 1u) ? "_causal" : "", " is not in this build: configure with FLASHATTN_HEADDIMS including ",
+         rounded, ", FLASHATTN_DTYPES including ", dtype_name(p.dtype), " and FLASHATTN_FAMILIES including bwd");
+  }
+  *rounded_out = rounded;
+  return entry;
+}
+
+}  // namespace
+
+// Workspace (tile_bwd_sm80.h): fp32 dQ accumulator slices, D = rowsum(dO * O), dsinks partials. dK/dV need
+// none: a CTA owns its key block for every query head of the GQA group and reduces it in registers.
+Plan plan_bwd(const BwdParams& p, int device) {
+  const int arch = device_arch(device);
+  int rounded = 0;
+  const KernelEntry* entry = check_bwd(p, arch, &rounded);
+  const size_t optin = smem_optin(device);
+  const TileBwdSm80 tile = bwd_tile_for_device_sm80(rounded, optin);
+  if (tile.block_m == 0) {
+    fail(FLASHATTN_STATUS_NOT_SUPPORTED, "head_dim ", p.head_dim, ": the GPU backward needs ",
+         bwd_smem_bytes_sm80(rounded, bwd_tile_sm80(rounded, false)) / 1024, " KB of shared memory per block at head dim ",
+         rounded, "; this GPU (sm_", arch, ") offers ", optin / 1024,
+         " KB (head dims up to 160 run on 99 KB GPUs such as sm86/sm89; larger ones need sm80 or sm90)");
+  }
+  const int slices = bwd_dq_slices_sm80(p.deterministic != 0, num_sms(device), p.batch, p.nheads_k, p.seqlen_k,
+                                        tile.block_n);
+  const BwdWorkspaceSm80 ws =
+      bwd_workspace_sm80(slices, p.nheads, p.total_q, rounded, p.batch, p.seqlen_q, p.sinks != nullptr);
+  Plan plan;
+  plan.path = FLASHATTN_PATH_SM80;
+  plan.block_m = tile.block_m;
+  plan.block_n = tile.block_n;
+  plan.num_warps = tile.warps;
+  plan.head_dim_rounded = rounded;
+  plan.num_splits = slices;  // backward: dQ accumulator slices (> 1 only in deterministic mode)
+  plan.workspace_bytes = ws.total;
+  plan.kernel = entry->name;
+  return plan;
+}
+
+void bwd(const BwdParams& p, const Plan& plan, void* workspace, size_t workspace_bytes, void* stream) {
+  if (p.batch <= 0 || p.nheads <= 0) return;
+  DeviceGuard guard(device_of(p.q));
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  int rounded = 0;
+  const KernelEntry* entry = check_bwd(p, device_arch(device), &rounded);
+  if (rounded != plan.head_dim_rounded) fail(FLASHATTN_STATUS_INVALID_ARGUMENT, "plan: made for another head dim");
+  const BwdWorkspaceSm80 ws = bwd_workspace_sm80(plan.num_splits, p.nheads, p.total_q, rounded, p.batch, p.seqlen_q,
+                                                 p.sinks != nullptr);
+  if (ws.total > workspace_bytes || (ws.total > 0 && workspace == nullptr)) {
+    fail(FLASHATTN_STATUS_INVALID_ARGUMENT, "workspace: the GPU backward needs ", ws.total, " bytes, got ",
+         workspace_bytes);
+  }
+  BwdParams q = p;
+  q.workspace = workspace;
+  q.workspace_bytes = workspace_bytes;
+  q.num_splits = plan.num_splits;  // the launcher carves the same layout from these
+  cudaGetLastError();  // an earlier, unrelated error must not be reported as ours
+  entry->fn(&q, stream);
+  check_cuda(cudaGetLastError(), "backward kernel launch");
 }
 
 void combine(const CombineParams& p, void* stream) {

@@ -1,0 +1,95 @@
+// Compile-time configuration of the sm80-path backward kernel: the three MMA tilings, shared-memory
+// layouts (with the transposed views the ^T products read through ldmatrix.trans) and copy atoms for one
+// (head dim, tile, dtype). Tile shapes come from cuda/common/tile_bwd_sm80.h.
+#pragma once
+
+#include <type_traits>
+
+#include <cute/tensor.hpp>
+#include <cutlass/numeric_types.h>
+
+namespace flashattn {
+namespace kern {
+
+using namespace cute;
+
+template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_, int kQStages_, typename Element_>
+struct BwdTraitsSm80 {
+  using Element = Element_;
+  static_assert(std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>);
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = kBlockM_;
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kNWarps = kNWarps_;
+  static constexpr int kNThreads = kNWarps * 32;
+  static constexpr int kQStages = kQStages_;
+  static_assert(kNWarps == 8 && kBlockM == 64, "the 4 x 2 warp grid below assumes 8 warps and 64-row Q tiles");
+  static_assert(kBlockN % 64 == 0 && kHeadDim % 32 == 0 && (kQStages == 1 || kQStages == 2));
+
+  // mma.sync m16n8k16, fp32 accumulate. One 4 x 2 warp grid for all five products: warps 0-3 stacked
+  // along the output rows, 2 along the output columns; the 16-wide column step of each warp lets one
+  // ldmatrix.x4 feed two n8 MMAs. The backward needs no row reductions across warps (P comes from the
+  // saved LSE), so splitting columns across warps is free and halves each warp's operand reads.
+  //   S = Q K^T, dP = dO V^T : (kBlockM x kBlockN), k = d          TiledMmaSdP
+  //   dV += P^T dO, dK += dS^T Q : (kBlockN x d), k = kBlockM      TiledMmaDkv
+  //   dQ = dS K : (kBlockM x d), k = kBlockN                       TiledMmaDq
+  using MmaAtom = std::conditional_t<std::is_same_v<Element, cutlass::half_t>, SM80_16x8x16_F32F16F16F32_TN,
+                                     SM80_16x8x16_F32BF16BF16F32_TN>;
+  using WarpGrid = Layout<Shape<_4, _2, _1>>;
+  using WarpTile = Tile<_64, _32, _16>;
+  using TiledMmaSdP = TiledMMA<MMA_Atom<MmaAtom>, WarpGrid, WarpTile>;
+  using TiledMmaDkv = TiledMMA<MMA_Atom<MmaAtom>, WarpGrid, WarpTile>;
+  using TiledMmaDq = TiledMMA<MMA_Atom<MmaAtom>, WarpGrid, WarpTile>;
+
+  // Shared memory rows XOR-swizzled in 16-byte chunks (as the forward): conflict-free ldmatrix, both
+  // plain and transposed, and conflict-free 16-byte cp.async writes.
+  static constexpr int kBlockKSmem = kHeadDim % 64 == 0 ? 64 : 32;
+  static constexpr int kSwizzleBits = kBlockKSmem == 64 ? 3 : 2;
+  using SmemLayoutAtom = decltype(composition(Swizzle<kSwizzleBits, 3, 3>{},
+                                              Layout<Shape<_8, Int<kBlockKSmem>>, Stride<Int<kBlockKSmem>, _1>>{}));
+  using SmemLayoutQ = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  using SmemLayoutKV = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  // Q and dO as the (d, rows) B operands of dK += dS^T Q and dV += P^T dO; K as the (d, keys) B operand
+  // of dQ = dS K. The same bytes, read through ldmatrix.trans.
+  using SmemLayoutQt =
+      decltype(composition(SmemLayoutQ{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockM>>{}, GenRowMajor{})));
+  using SmemLayoutKt =
+      decltype(composition(SmemLayoutKV{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>>{}, GenRowMajor{})));
+  // P and dS (kBlockM x kBlockN, 16-bit): written from the S/dP accumulators, read plain by dQ = dS K and
+  // transposed, as (keys, rows) A operands, by the dK/dV products.
+  using SmemLayoutAtomPdS =
+      decltype(composition(Swizzle<3, 3, 3>{}, Layout<Shape<_8, _64>, Stride<_64, _1>>{}));
+  using SmemLayoutPdS = decltype(tile_to_shape(SmemLayoutAtomPdS{}, Shape<Int<kBlockM>, Int<kBlockN>>{}));
+  using SmemLayoutPdSt =
+      decltype(composition(SmemLayoutPdS{}, make_layout(Shape<Int<kBlockN>, Int<kBlockM>>{}, GenRowMajor{})));
+
+  using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, Element>;
+  using SmemCopyAtomTransposed = Copy_Atom<SM75_U16x8_LDSM_T, Element>;
+  // Accumulator fragments -> shared: 32-bit stores of element pairs.
+  using SmemCopyAtomStore = Copy_Atom<AutoVectorizingCopyWithAssumedAlignment<32>, Element>;
+
+  // Global memory: 16-byte cp.async per thread, the threads of a row cover kBlockKSmem elements.
+  static constexpr int kGmemThreadsPerRow = kBlockKSmem / 8;
+  using GmemLayoutAtom = Layout<Shape<Int<kNThreads / kGmemThreadsPerRow>, Int<kGmemThreadsPerRow>>,
+                                Stride<Int<kGmemThreadsPerRow>, _1>>;
+  static_assert(kBlockM % (kNThreads / kGmemThreadsPerRow) == 0 && kBlockN % (kNThreads / kGmemThreadsPerRow) == 0);
+  using GmemTiledCopy = decltype(make_tiled_copy(Copy_Atom<SM80_CP_ASYNC_CACHEGLOBAL<cute::uint128_t>, Element>{},
+                                                 GmemLayoutAtom{}, Layout<Shape<_1, _8>>{}));
+  using GmemTiledCopyOut = decltype(make_tiled_copy(Copy_Atom<UniversalCopy<cute::uint128_t>, Element>{},
+                                                    GmemLayoutAtom{}, Layout<Shape<_1, _8>>{}));
+
+  // Shared memory map (elements): [Q x stages][dO x stages][K][V][P][dS].
+  static constexpr int kSmemElemsQ = kBlockM * kHeadDim;
+  static constexpr int kSmemElemsKV = kBlockN * kHeadDim;
+  static constexpr int kSmemElemsPdS = kBlockM * kBlockN;
+  static constexpr int kOffQ = 0;
+  static constexpr int kOffDo = kQStages * kSmemElemsQ;
+  static constexpr int kOffK = 2 * kQStages * kSmemElemsQ;
+  static constexpr int kOffV = kOffK + kSmemElemsKV;
+  static constexpr int kOffP = kOffV + kSmemElemsKV;
+  static constexpr int kOffDs = kOffP + kSmemElemsPdS;
+  static constexpr int kSmemBytes = (kOffDs + kSmemElemsPdS) * int(sizeof(Element));
+};
+
+}  // namespace kern
+}  // namespace flashattn
