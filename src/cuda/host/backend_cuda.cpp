@@ -2,13 +2,17 @@
 // API; the kernels themselves live in the generated TUs and are reached through the kernel registry.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "core/backend.h"
 #include "core/error.h"
 #include "core/registry.h"
 #include "cuda/common/combine.h"
+#include "cuda/common/fwd_infer.h"
+#include "cuda/common/kvcache_prepare.h"
 #include "cuda/common/tile_bwd_sm80.h"
 #include "cuda/common/tile_sm80.h"
 
@@ -92,7 +96,137 @@ uint32_t fwd_variant_bits(const FwdParams& p) {
   return causal ? 1u : 0u;
 }
 
+// The forward's unbuilt features: the KV cache, paged K/V and split-KV run on the fwd_infer kernels.
+void reject_unbuilt_fwd(const FwdParams& p) {
+  if (p.dropout_p > 0.f) fail(FLASHATTN_STATUS_NOT_BUILT, "dropout on the GPU is not built yet");
+}
+
+// KV cache, paged K/V and forced split-KV run on the inference kernels (fwd_infer); a plain dense call
+// keeps the validated plain kernels (it is batch-invariant already, and num_splits = 0 means no split for
+// it: the heuristic serves the KV-cache and paged calls, the decode shapes it was made for).
+bool is_infer_call(const FwdParams& p) {
+  return p.block_table != nullptr || p.cache_seqlens != nullptr || p.k_new != nullptr || p.rotary_dim > 0 ||
+         p.num_splits > 1;
+}
+
+int device_attr(cudaDeviceAttr attr, int device, const char* what) {
+  int v = 0;
+  check_cuda(cudaDeviceGetAttribute(&v, attr, device), what);
+  return v;
+}
+
+// Everything the inference path decides from host-visible sizes: splits, PackGQA, workspace layout.
+struct InferPlan {
+  SplitDecision split;
+  bool pack = false;
+  InferWorkspace ws;
+};
+
+InferPlan plan_infer(const FwdParams& p, int device) {
+  InferPlan ip;
+  const int sms = device_attr(cudaDevAttrMultiProcessorCount, device, "cudaDeviceGetAttribute(MultiProcessorCount)");
+  const int smem_sm = device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor, device,
+                                  "cudaDeviceGetAttribute(MaxSharedMemoryPerMultiprocessor)");
+  const int rounded = round_head_dim_sm80(p.head_dim);
+  const size_t smem = fwd_smem_bytes_sm80(rounded, fwd_infer_tile_sm80(rounded));
+  // 128-thread CTAs of <= 255 registers: at most 2 per SM by registers; shared memory may allow fewer.
+  const int per_sm = static_cast<int>(std::max<size_t>(1, std::min<size_t>(2, static_cast<size_t>(smem_sm) / smem)));
+  ip.split = decide_splits(p, sms, per_sm);
+  ip.pack = use_pack_gqa(p, ip.split.write_partial);
+  ip.ws = infer_workspace(p, ip.split);
+  return ip;
+}
+
+// KV cache append/rotary -> attention (PackGQA view, split partials) -> combine, all on `stream`, with no
+// host sync and no allocation: a graph captured once replays with new cache_seqlens / block_table.
+void run_infer(const FwdParams& p, const KernelEntry* entry, int num_splits_planned, void* workspace,
+               size_t workspace_bytes, int device, void* stream) {
+  const InferPlan plan = plan_infer(p, device);
+  if (plan.split.num_splits != num_splits_planned || plan.ws.bytes > workspace_bytes ||
+      (plan.ws.bytes > 0 && workspace == nullptr)) {
+    fail(FLASHATTN_STATUS_WORKSPACE_TOO_SMALL, "workspace: the inference forward needs ", plan.ws.bytes,
+         " bytes for this call, got ", workspace_bytes);
+  }
+  char* ws = static_cast<char*>(workspace);
+  FwdInferParams ip;
+  std::memset(&ip, 0, sizeof(ip));
+  FwdParams& v = ip.p;
+  v = p;
+  // 1. Append k_new/v_new into the cache and rotate q into the workspace (one kernel).
+  void* q_rot = (p.rotary_dim > 0 && p.cache_seqlens != nullptr) ? ws + plan.ws.q_rot : nullptr;
+  if (p.k_new != nullptr || q_rot != nullptr) {
+    check_cuda(static_cast<cudaError_t>(kern::launch_kvcache_prepare(p, q_rot, stream)), "kvcache prepare launch");
+  }
+  if (q_rot != nullptr) {
+    v.q = q_rot;
+    v.q_head_stride = p.head_dim;
+    v.q_row_stride = static_cast<int64_t>(p.nheads) * p.head_dim;
+    v.q_batch_stride = p.cu_seqlens_q ? 0 : p.seqlen_q * v.q_row_stride;
+  }
+  // 2. Attention, on the PackGQA view when it applies; partials in the workspace when splitting.
+  const int64_t h = p.nheads, d = p.head_dim, rows = p.total_q * h;
+  const bool varlen_q = p.cu_seqlens_q != nullptr;
+  ip.num_splits = plan.split.num_splits;
+  ip.split_blocks = plan.split.split_blocks;
+  ip.write_partial = plan.split.write_partial ? 1 : 0;
+  if (ip.write_partial) {
+    v.out_accum = reinterpret_cast<float*>(ws + plan.ws.o_accum);
+    v.lse_accum = reinterpret_cast<float*>(ws + plan.ws.lse_accum);
+    // Real coordinates: O partial (split, token, head, d), LSE partial (split, token, head).
+    ip.oa_split_stride = rows * d;
+    ip.oa_batch_stride = varlen_q ? 0 : p.seqlen_q * h * d;
+    ip.oa_row_stride = h * d;
+    ip.oa_head_stride = d;
+    ip.la_split_stride = rows;
+    ip.la_batch_stride = varlen_q ? 0 : p.seqlen_q * h;
+    ip.la_row_stride = h;
+    ip.la_head_stride = 1;
+  }
+  if (plan.pack) {
+    const int64_t g = p.head_ratio;
+    v = pack_gqa_view(v);
+    // Packed row r of kv head hk is query head hk * g + r (seqlen_q is 1).
+    ip.oa_row_stride = d;
+    ip.oa_head_stride = g * d;
+    ip.la_row_stride = 1;
+    ip.la_head_stride = g;
+  }
+  entry->fn(&ip, stream);
+  check_cuda(cudaGetLastError(), "inference forward kernel launch");
+  if (!ip.write_partial) return;
+  // 3. Merge the partials (sinks join here, once) into out/LSE in the caller's layout.
+  CombineParams c;
+  std::memset(&c, 0, sizeof(c));
+  c.out_dtype = p.dtype;
+  c.num_splits = ip.num_splits;
+  c.batch = varlen_q ? 1 : p.batch;
+  c.seqlen_q = varlen_q ? p.total_q : p.seqlen_q;
+  c.nheads = p.nheads;
+  c.head_dim = p.head_dim;
+  c.out_partial = reinterpret_cast<const float*>(ws + plan.ws.o_accum);
+  c.op_split_stride = rows * d;
+  c.op_batch_stride = varlen_q ? 0 : p.seqlen_q * h * d;
+  c.op_row_stride = h * d;
+  c.op_head_stride = d;
+  c.lse_partial = reinterpret_cast<const float*>(ws + plan.ws.lse_accum);
+  c.lp_split_stride = rows;
+  c.lp_batch_stride = varlen_q ? 0 : p.seqlen_q * h;
+  c.lp_head_stride = 1;
+  c.lp_row_stride = h;
+  c.out = p.out;
+  c.o_batch_stride = varlen_q ? 0 : p.o_batch_stride;
+  c.o_row_stride = p.o_row_stride;
+  c.o_head_stride = p.o_head_stride;
+  c.lse = p.lse;
+  c.lse_batch_stride = varlen_q ? 0 : p.lse_batch_stride;
+  c.lse_head_stride = p.lse_head_stride;
+  c.lse_row_stride = 1;
+  c.sinks = p.sinks;
+  check_cuda(static_cast<cudaError_t>(kern::launch_combine(c, stream)), "split-KV combine launch");
+}
+
 const KernelEntry* lookup_fwd(const FwdParams& p, int rounded) {
+  if (is_infer_call(p)) return find_kernel("fwd_infer", "sm80", p.dtype, rounded, p.block_table ? 1u : 0u);
   return find_kernel("fwd", "sm80", p.dtype, rounded, fwd_variant_bits(p));
 }
 
@@ -125,16 +259,35 @@ Plan plan_fwd(const FwdParams& p, int device) {
   if (rounded == 0 || p.head_dim <= 0) {
     fail(FLASHATTN_STATUS_NOT_SUPPORTED, "head_dim: the GPU kernels take 8..256, got ", p.head_dim);
   }
-  reject_unbuilt_features(p);
+  reject_unbuilt_fwd(p);
   const KernelEntry* entry = lookup_fwd(p, rounded);
+  if (entry == nullptr && is_infer_call(p)) {
+    fail(FLASHATTN_STATUS_NOT_BUILT, "kernel fwd_infer_sm80_", dtype_name(p.dtype), "_hdim", rounded,
+         p.block_table ? "_paged" : "", " (KV cache / paged / split-KV forward) is not in this build: configure with "
+         "FLASHATTN_FAMILIES including fwd_infer, FLASHATTN_HEADDIMS including ", rounded,
+         " and FLASHATTN_DTYPES including ", dtype_name(p.dtype));
+  }
   if (entry == nullptr) {
     const bool causal = fwd_variant_bits(p) & 1u;
     fail(FLASHATTN_STATUS_NOT_BUILT, "kernel fwd_sm80_", dtype_name(p.dtype), "_hdim", rounded, causal ? "_causal" : "",
          " is not in this build: configure with FLASHATTN_HEADDIMS including ", rounded,
          " and FLASHATTN_DTYPES including ", dtype_name(p.dtype));
   }
-  const TileSm80 tile = fwd_tile_for_device_sm80(rounded, smem_optin(device));
   Plan plan;
+  if (is_infer_call(p)) {
+    const InferPlan ip = plan_infer(p, device);
+    const TileSm80 tile = fwd_infer_tile_sm80(rounded);
+    plan.path = FLASHATTN_PATH_SM80;
+    plan.block_m = tile.block_m;
+    plan.block_n = tile.block_n;
+    plan.num_warps = tile.warps;
+    plan.head_dim_rounded = rounded;
+    plan.num_splits = ip.split.num_splits;
+    plan.workspace_bytes = ip.ws.bytes;
+    plan.kernel = std::string(entry->name) + (ip.pack ? "+packgqa" : "") + (ip.split.write_partial ? "+combine" : "");
+    return plan;
+  }
+  const TileSm80 tile = fwd_tile_for_device_sm80(rounded, smem_optin(device));
   plan.path = FLASHATTN_PATH_SM80;
   plan.block_m = tile.block_m;
   plan.block_n = tile.block_n;
@@ -146,13 +299,19 @@ Plan plan_fwd(const FwdParams& p, int device) {
   return plan;
 }
 
-void fwd(const FwdParams& p, const Plan& plan, void* /*workspace*/, size_t /*workspace_bytes*/, void* stream) {
+void fwd(const FwdParams& p, const Plan& plan, void* workspace, size_t workspace_bytes, void* stream) {
   if (p.batch <= 0 || p.nheads <= 0 || p.total_q <= 0 || p.seqlen_q <= 0) return;  // nothing to compute
-  reject_unbuilt_features(p);
+  reject_unbuilt_fwd(p);
   const KernelEntry* entry = lookup_fwd(p, plan.head_dim_rounded);
   if (entry == nullptr) fail(FLASHATTN_STATUS_NOT_BUILT, "kernel ", plan.kernel, " is not in this build");
   DeviceGuard guard(device_of(p.q));
   cudaGetLastError();  // an earlier, unrelated error must not be reported as ours
+  if (is_infer_call(p)) {
+    int device = 0;
+    check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+    run_infer(p, entry, plan.num_splits, workspace, workspace_bytes, device, stream);
+    return;
+  }
   entry->fn(&p, stream);
   check_cuda(cudaGetLastError(), "forward kernel launch");
 }

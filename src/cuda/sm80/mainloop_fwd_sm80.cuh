@@ -11,6 +11,7 @@
 #include "core/params.h"
 #include "cuda/common/block_info.cuh"
 #include "cuda/common/mask.cuh"
+#include "cuda/common/paged_kv.cuh"
 #include "cuda/common/softmax.cuh"
 #include "cuda/common/utils.cuh"
 
@@ -50,7 +51,9 @@ FLASHATTN_DEVICE void gemm_rs(TC& acc, TA const& r_a, TB& r_b, SB const& s_b, Ti
   }
 }
 
-template <typename Traits>
+// Kv: K/V addressing (paged_kv.cuh). KvDense is the plain forward's code exactly; KvPaged swaps only the
+// three K/V tile loads for per-row page lookups.
+template <typename Traits, typename Kv = KvDense>
 struct MainloopFwdSm80 {
   using Element = typename Traits::Element;
   static constexpr int kBlockM = Traits::kBlockM;
@@ -63,7 +66,7 @@ struct MainloopFwdSm80 {
   template <typename Mask, typename Score, typename TensorO>
   FLASHATTN_DEVICE static void run(const FwdParams& p, const BlockInfo& bi, int m_block, const BlockRange& range,
                                    const Mask& mask, const Score& score, Softmax& softmax, TensorO& acc_o,
-                                   Element* smem, int tidx) {
+                                   Element* smem, int tidx, const Kv& kv = Kv{}) {
     Tensor s_q = make_tensor(make_smem_ptr(smem), typename Traits::SmemLayoutQ{});
     Tensor s_k = make_tensor(make_smem_ptr(smem + Traits::kSmemElemsQ), typename Traits::SmemLayoutKV{});
     Tensor s_v =
@@ -101,7 +104,11 @@ struct MainloopFwdSm80 {
     copy_tile_g2s<true>(g2s, t_qg, t_qs, t_qc, pred_col, bi.sq - row0);
     if (range.n_max > range.n_min) {
       const int n = range.n_max - 1;
-      copy_tile_g2s<true>(g2s, t_kg(_, _, _, n), t_ks, t_kvc, pred_col, bi.sk - n * kBlockN);
+      if constexpr (Kv::kPaged) {
+        kv.template load<false, true, kBlockN>(n, t_ks, t_kvc, pred_col, bi.sk - n * kBlockN);
+      } else {
+        copy_tile_g2s<true>(g2s, t_kg(_, _, _, n), t_ks, t_kvc, pred_col, bi.sk - n * kBlockN);
+      }
     }
     cute::cp_async_fence();
     if (range.n_max <= range.n_min) return;
@@ -153,7 +160,11 @@ struct MainloopFwdSm80 {
       cute::cp_async_wait<0>();
       __syncthreads();  // K(n) visible; every warp is done with V(n+1)
       // Only a masked block can be the key tail: unmasked blocks load V with no row predicates.
-      copy_tile_g2s<kMasked>(g2s, t_vg(_, _, _, n), t_vs, t_kvc, pred_col, bi.sk - n * kBlockN);
+      if constexpr (Kv::kPaged) {
+        kv.template load<true, kMasked, kBlockN>(n, t_vs, t_kvc, pred_col, bi.sk - n * kBlockN);
+      } else {
+        copy_tile_g2s<kMasked>(g2s, t_vg(_, _, _, n), t_vs, t_kvc, pred_col, bi.sk - n * kBlockN);
+      }
       cute::cp_async_fence();
 
       gemm_ss(acc_s, r_q, r_k, t_sq, t_sk, tiled_mma, s2r_q, s2r_k, thr_s2r_q, thr_s2r_k);
@@ -163,7 +174,13 @@ struct MainloopFwdSm80 {
 
       cute::cp_async_wait<0>();
       __syncthreads();  // V(n) visible; every warp is done with K(n)
-      if (n > range.n_min) copy_tile_g2s<false>(g2s, t_kg(_, _, _, n - 1), t_ks, t_kvc, pred_col, 0);
+      if (n > range.n_min) {
+        if constexpr (Kv::kPaged) {
+          kv.template load<false, false, kBlockN>(n - 1, t_ks, t_kvc, pred_col, 0);
+        } else {
+          copy_tile_g2s<false>(g2s, t_kg(_, _, _, n - 1), t_ks, t_kvc, pred_col, 0);
+        }
+      }
       cute::cp_async_fence();
 
       softmax.update(s, o_rc, score.softmax_scale_log2);
