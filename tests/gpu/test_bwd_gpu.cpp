@@ -478,7 +478,7 @@ TEST(GpuBwd, VarlenWithEmptySequences) {
       {{0, 77, 0, 200}, {10, 0, 50, 333}},  // zero-length q (dk/dv = 0) and zero-length k (dq = 0)
       {{129, 1, 255, 64, 513}, {129, 700, 255, 17, 100}},
       {{3, 3, 3}, {0, 0, 0}},  // no keys at all: every gradient 0
-      {{0, 0}, {40, 70}}};     // no queries at all: dk = dv = 0
+      {{0, 5}, {40, 70}}};     // a sequence with keys but no queries: its dk = dv = 0
   std::vector<Case> cases;
   int i = 0;
   for (int d : {64, 128, 96, 256})
