@@ -8,6 +8,7 @@
 #   OUT=dir            where logs go (default build/device_check)
 #   ARCHS=90           FLASHATTN_ARCHS (default 90: the GPU test host is sm_90; release builds use 80;90)
 #   HEADDIMS=ALL       FLASHATTN_HEADDIMS     DTYPES=ALL   FLASHATTN_DTYPES
+#   FAMILIES=fwd;bwd;fwd_infer   FLASHATTN_FAMILIES (names the families not yet validated, so they build)
 #   JOBS=$(nproc)      parallel nvcc jobs
 #   STEPS="build regs sass test sanitize bench"   steps to run, in this order (also: sweep)
 #   BENCH_ARGS=...     extra arguments of bench/quick_fwd_vs_fa2.py
@@ -20,6 +21,7 @@ mkdir -p "$OUT"
 ARCHS="${ARCHS:-90}"
 HEADDIMS="${HEADDIMS:-ALL}"
 DTYPES="${DTYPES:-ALL}"
+FAMILIES="${FAMILIES:-fwd;bwd;fwd_infer}"
 JOBS="${JOBS:-$(nproc)}"
 STEPS="${STEPS:-build regs sass test sanitize bench}"
 BUILD="${BUILD:-$root/build/device}"
@@ -34,7 +36,7 @@ step_build() {
   fi
   local t0=$SECONDS
   cmake -S "$root" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHATTN_CUDA=ON \
-    -DFLASHATTN_ARCHS="$ARCHS" -DFLASHATTN_HEADDIMS="$HEADDIMS" -DFLASHATTN_DTYPES="$DTYPES" \
+    -DFLASHATTN_ARCHS="$ARCHS" -DFLASHATTN_HEADDIMS="$HEADDIMS" -DFLASHATTN_DTYPES="$DTYPES" -DFLASHATTN_FAMILIES="$FAMILIES" \
     -DFLASHATTN_CUDA_JOBS="$JOBS" -DFLASHATTN_BUILD_TESTS=ON "${extra[@]}" >"$OUT/build.log" 2>&1 &&
     cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1
   local rc=$?
