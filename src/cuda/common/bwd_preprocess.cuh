@@ -128,9 +128,13 @@ __global__ void __launch_bounds__(kBwdPrepThreads) bwd_convert_dq_kernel(const _
 }
 
 // dsinks[h] = sum of the preprocess partials of head h: per-thread strided sums, then a fixed tree.
-__global__ void __launch_bounds__(kBwdPrepThreads) bwd_reduce_dsinks_kernel(float* dsinks, const float* partial,
-                                                                            int64_t per_head) {
-  __shared__ float sums[kBwdPrepThreads];
+// A template (like every kernel in these headers) so each generated TU may instantiate it: a plain
+// __global__ function here would be defined once per TU and break the link.
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads) bwd_reduce_dsinks_kernel(float* dsinks, const float* partial,
+                                                                     int64_t per_head) {
+  static_assert(kThreads == kBwdPrepThreads);
+  __shared__ float sums[kThreads];
   const float* src = partial + static_cast<int64_t>(blockIdx.x) * per_head;
   float acc = 0.f;
   for (int64_t i = threadIdx.x; i < per_head; i += kBwdPrepThreads) acc += src[i];

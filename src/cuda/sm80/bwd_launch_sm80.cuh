@@ -103,7 +103,7 @@ void run_bwd_tile_sm80(const BwdParams& p, cudaStream_t stream) {
   if (sinks) {
     const int64_t per_head = static_cast<int64_t>(p.batch) * prep_blocks;
     if (per_head > 0) {
-      bwd_reduce_dsinks_kernel<<<dim3(p.nheads), dim3(kBwdPrepThreads), 0, stream>>>(p.dsinks, sink_partial,
+      bwd_reduce_dsinks_kernel<kBwdPrepThreads><<<dim3(p.nheads), dim3(kBwdPrepThreads), 0, stream>>>(p.dsinks, sink_partial,
                                                                                      per_head);
     } else {
       cudaMemsetAsync(p.dsinks, 0, sizeof(float) * p.nheads, stream);
