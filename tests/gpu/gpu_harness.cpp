@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -186,6 +187,51 @@ Result run_case(const Case& c, uint64_t seed, int repeats, bool* bitwise_ok) {
   return r;
 }
 
+uint64_t fresh_seed(const char* test) {
+  const uint64_t s = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+  std::printf("[%s] seed %llu\n", test, static_cast<unsigned long long>(s));
+  return s;
+}
+
+void randomize_case(Case& c, std::mt19937_64& rng, bool draw_lse) {
+  const int ratio = 1 + static_cast<int>(rng() % 3);
+  c.nheads_k = 1 + static_cast<int>(rng() % 2);
+  c.nheads = c.nheads_k * ratio;
+  if (rng() % 3 == 0) c.causal = true;
+  if (!c.causal && rng() % 3 == 0) c.window_left = static_cast<int>(rng() % 400);
+  if (!c.causal && rng() % 4 == 0) c.window_right = static_cast<int>(rng() % 100);
+  if (rng() % 3 == 0) c.softcap = 5.f + static_cast<float>(rng() % 50);
+  if (rng() % 3 == 0) c.alibi = 1 + static_cast<int>(rng() % 2);
+  if (rng() % 3 == 0) c.sinks = true;
+  if (rng() % 4 == 0) c.layout = fatest::Layout::kPermuted;
+  if (draw_lse) c.lse = rng() % 4 != 0;
+  if (rng() % 4 == 0) {  // varlen: 3 sequences, empty ones allowed
+    c.lens_q.clear();
+    c.lens_k.clear();
+    for (int s = 0; s < 3; ++s) {
+      c.lens_q.push_back(static_cast<int>(rng() % (c.sq + 1)));
+      c.lens_k.push_back(static_cast<int>(rng() % (c.sk + 1)));
+    }
+    c.layout = fatest::Layout::kContiguous;
+  }
+}
+
+ref::Problem reference_problem(const Case& c, const std::vector<double>& alibi, const std::vector<double>& sinks) {
+  ref::Problem pb;
+  pb.dtype = fatest::to_ref(c.dtype);
+  pb.nheads = c.nheads;
+  pb.nheads_k = c.nheads_k;
+  pb.head_dim = c.head_dim;
+  pb.opt.causal = c.causal;
+  pb.opt.window_left = c.window_left;
+  pb.opt.window_right = c.window_right;
+  pb.opt.softcap = c.softcap;
+  pb.opt.alibi = alibi;
+  pb.opt.alibi_per_batch = c.alibi == 2;
+  pb.opt.sinks = sinks;
+  return pb;
+}
+
 std::string check_case(const Case& c, const Result& r) {
   if (r.status != FLASHATTN_STATUS_OK) {
     return c.name() + ": status " + flashattn_status_string(r.status) + ": " + r.error;
@@ -193,18 +239,7 @@ std::string check_case(const Case& c, const Result& r) {
   const bool varlen = !c.lens_q.empty();
   const int b = varlen ? static_cast<int>(c.lens_q.size()) : c.batch;
   const int h = c.nheads, hk = c.nheads_k, d = c.head_dim;
-  ref::Problem pb;
-  pb.dtype = fatest::to_ref(c.dtype);
-  pb.nheads = h;
-  pb.nheads_k = hk;
-  pb.head_dim = d;
-  pb.opt.causal = c.causal;
-  pb.opt.window_left = c.window_left;
-  pb.opt.window_right = c.window_right;
-  pb.opt.softcap = c.softcap;
-  pb.opt.alibi = r.alibi;
-  pb.opt.alibi_per_batch = c.alibi == 2;
-  pb.opt.sinks = r.sinks;
+  ref::Problem pb = reference_problem(c, r.alibi, r.sinks);
   int64_t q0 = 0, k0 = 0;
   std::vector<double> out_gpu, lse_gpu;
   bool outside_written = false;

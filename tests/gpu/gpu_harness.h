@@ -3,15 +3,23 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "flashattn/flashattn.h"
+#include "reference.h"
 #include "util.h"
+
+#define SKIP_WITHOUT_GPU() \
+  if (!gputest::gpu_available()) GTEST_SKIP() << "no CUDA device"
 
 namespace gputest {
 
 bool gpu_available();
+
+// A fresh random seed per run (printed, so a failure can be replayed).
+uint64_t fresh_seed(const char* test);
 
 struct Case {
   flashattn_dtype dtype = FLASHATTN_DTYPE_BF16;
@@ -36,6 +44,13 @@ struct Result {
   fatest::HostTensor out_poisoned;       // out before the run, to check nothing outside was written
   std::vector<double> alibi, sinks;
 };
+
+// Draws GQA ratio, mask, window, softcap, ALiBi, sinks, layout (and LSE when draw_lse) and sometimes a
+// varlen batch of 3 sequences: the random-combination grid shared by the forward and backward tests.
+void randomize_case(Case& c, std::mt19937_64& rng, bool draw_lse);
+
+// The reference problem of a case: dtype, heads and options (lengths and tensors are set by the caller).
+ref::Problem reference_problem(const Case& c, const std::vector<double>& alibi, const std::vector<double>& sinks);
 
 // Runs the case on the GPU (seeded inputs); `repeats` > 1 runs it again on the same inputs and reports
 // in `bitwise_ok` whether every run produced identical bytes.

@@ -23,15 +23,6 @@ namespace {
 using fatest::HostTensor;
 using gputest::Case;
 
-#define SKIP_WITHOUT_GPU() \
-  if (!gputest::gpu_available()) GTEST_SKIP() << "no CUDA device"
-
-uint64_t fresh_seed(const char* test) {
-  const uint64_t s = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
-  std::printf("[%s] seed %llu\n", test, static_cast<unsigned long long>(s));
-  return s;
-}
-
 // Device copy of a host tensor's whole storage (padding included).
 class Dev {
  public:
@@ -286,18 +277,7 @@ std::string check_bwd_case(const Case& c, const BwdResultGpu& r) {
   const bool varlen = !c.lens_q.empty();
   const int b = varlen ? static_cast<int>(c.lens_q.size()) : c.batch;
   const int h = c.nheads, hk = c.nheads_k, d = c.head_dim;
-  ref::Problem pb;
-  pb.dtype = fatest::to_ref(c.dtype);
-  pb.nheads = h;
-  pb.nheads_k = hk;
-  pb.head_dim = d;
-  pb.opt.causal = c.causal;
-  pb.opt.window_left = c.window_left;
-  pb.opt.window_right = c.window_right;
-  pb.opt.softcap = c.softcap;
-  pb.opt.alibi = r.alibi;
-  pb.opt.alibi_per_batch = c.alibi == 2;
-  pb.opt.sinks = r.sinks;
+  ref::Problem pb = gputest::reference_problem(c, r.alibi, r.sinks);
   std::vector<std::vector<double>> dout;
   std::vector<double> dq_gpu, dk_gpu, dv_gpu;
   int64_t q0 = 0, k0 = 0;
@@ -453,7 +433,7 @@ TEST(GpuBwd, EveryHeadDimPlainAndCausal) {
       Case c = base_case(d, pr, i++);
       cases.push_back(c);
     }
-  report(run_and_check_bwd(cases, fresh_seed("GpuBwd.EveryHeadDimPlainAndCausal")), cases.size());
+  report(run_and_check_bwd(cases, gputest::fresh_seed("GpuBwd.EveryHeadDimPlainAndCausal")), cases.size());
 }
 
 TEST(GpuBwd, EachOptionAlone) {
@@ -468,7 +448,7 @@ TEST(GpuBwd, EachOptionAlone) {
         apply_option(c, opt, rng);
         cases.push_back(c);
       }
-  report(run_and_check_bwd(cases, fresh_seed("GpuBwd.EachOptionAlone")), cases.size());
+  report(run_and_check_bwd(cases, gputest::fresh_seed("GpuBwd.EachOptionAlone")), cases.size());
 }
 
 TEST(GpuBwd, VarlenWithEmptySequences) {
@@ -500,35 +480,17 @@ TEST(GpuBwd, VarlenWithEmptySequences) {
         if (mode == 4) c.softcap = 20.f;
         cases.push_back(c);
       }
-  report(run_and_check_bwd(cases, fresh_seed("GpuBwd.VarlenWithEmptySequences")), cases.size());
+  report(run_and_check_bwd(cases, gputest::fresh_seed("GpuBwd.VarlenWithEmptySequences")), cases.size());
 }
 
 TEST(GpuBwd, RandomCombinations) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("GpuBwd.RandomCombinations");
+  const uint64_t seed = gputest::fresh_seed("GpuBwd.RandomCombinations");
   std::mt19937_64 rng(seed);
   std::vector<Case> cases;
   for (int i = 0; i < 20; ++i) {
     Case c = base_case(kHeadDims[rng() % 8], kPairs[rng() % kPairs.size()], static_cast<int>(rng() % 2));
-    const int ratio = 1 + static_cast<int>(rng() % 3);
-    c.nheads_k = 1 + static_cast<int>(rng() % 2);
-    c.nheads = c.nheads_k * ratio;
-    if (rng() % 3 == 0) c.causal = true;
-    if (!c.causal && rng() % 3 == 0) c.window_left = static_cast<int>(rng() % 400);
-    if (!c.causal && rng() % 4 == 0) c.window_right = static_cast<int>(rng() % 100);
-    if (rng() % 3 == 0) c.softcap = 5.f + static_cast<float>(rng() % 50);
-    if (rng() % 3 == 0) c.alibi = 1 + static_cast<int>(rng() % 2);
-    if (rng() % 3 == 0) c.sinks = true;
-    if (rng() % 4 == 0) c.layout = fatest::Layout::kPermuted;
-    if (rng() % 4 == 0) {  // varlen
-      c.lens_q.clear();
-      c.lens_k.clear();
-      for (int s = 0; s < 3; ++s) {
-        c.lens_q.push_back(static_cast<int>(rng() % (c.sq + 1)));
-        c.lens_k.push_back(static_cast<int>(rng() % (c.sk + 1)));
-      }
-      c.layout = fatest::Layout::kContiguous;
-    }
+    gputest::randomize_case(c, rng, /*draw_lse=*/false);
     cases.push_back(c);
   }
   report(run_and_check_bwd(cases, seed), cases.size());
@@ -539,7 +501,7 @@ TEST(GpuBwd, RandomCombinations) {
 // order-dependent sum would show.
 TEST(GpuBwd, DeterministicIsBitwiseRepeatable) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("GpuBwd.DeterministicIsBitwiseRepeatable");
+  const uint64_t seed = gputest::fresh_seed("GpuBwd.DeterministicIsBitwiseRepeatable");
   std::vector<Case> cases;
   for (int variant = 0; variant < 3; ++variant) {
     Case c;
@@ -580,13 +542,13 @@ TEST(GpuBwd, DeterministicModeMatchesReferenceOnTheGrid) {
       }
   BwdOptions o;
   o.deterministic = true;
-  report(run_and_check_bwd(cases, fresh_seed("GpuBwd.DeterministicModeMatchesReferenceOnTheGrid"), o), cases.size());
+  report(run_and_check_bwd(cases, gputest::fresh_seed("GpuBwd.DeterministicModeMatchesReferenceOnTheGrid"), o), cases.size());
 }
 
 // q * 30: scores in the hundreds; P is nearly one-hot and exp must neither overflow nor give NaN.
 TEST(GpuBwd, LargeMagnitudeInputsStayFinite) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("GpuBwd.LargeMagnitudeInputsStayFinite");
+  const uint64_t seed = gputest::fresh_seed("GpuBwd.LargeMagnitudeInputsStayFinite");
   int i = 0;
   for (int d : {64, 128, 256})
     for (int opt : {-1, 0, 4, 5}) {

@@ -13,15 +13,6 @@ namespace {
 
 using gputest::Case;
 
-#define SKIP_WITHOUT_GPU() \
-  if (!gputest::gpu_available()) GTEST_SKIP() << "no CUDA device"
-
-uint64_t fresh_seed(const char* test) {
-  const uint64_t s = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
-  std::printf("[%s] seed %llu\n", test, static_cast<unsigned long long>(s));
-  return s;
-}
-
 // (seqlen_q, seqlen_k) pairs from the peers' test grids (shared docs peers.md §4.3).
 const std::vector<std::pair<int64_t, int64_t>> kPairs = {
     {1, 239},   {3, 799},    {113, 203},  {128, 217},   {108, 256},   {127, 513},
@@ -58,7 +49,7 @@ TEST(GpuFwd, EveryHeadDimPlainAndCausal) {
         c.causal = causal;
         cases.push_back(c);
       }
-  report(gputest::run_and_check(cases, fresh_seed("EveryHeadDimPlainAndCausal")), cases.size());
+  report(gputest::run_and_check(cases, gputest::fresh_seed("EveryHeadDimPlainAndCausal")), cases.size());
 }
 
 TEST(GpuFwd, EachOptionAlone) {
@@ -106,7 +97,7 @@ TEST(GpuFwd, EachOptionAlone) {
         }
         cases.push_back(c);
       }
-  report(gputest::run_and_check(cases, fresh_seed("EachOptionAlone")), cases.size());
+  report(gputest::run_and_check(cases, gputest::fresh_seed("EachOptionAlone")), cases.size());
 }
 
 TEST(GpuFwd, Varlen) {
@@ -137,36 +128,17 @@ TEST(GpuFwd, Varlen) {
         if (mode == 3) c.sinks = true;
         cases.push_back(c);
       }
-  report(gputest::run_and_check(cases, fresh_seed("Varlen")), cases.size());
+  report(gputest::run_and_check(cases, gputest::fresh_seed("Varlen")), cases.size());
 }
 
 TEST(GpuFwd, RandomCombinations) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("RandomCombinations");
+  const uint64_t seed = gputest::fresh_seed("RandomCombinations");
   std::mt19937_64 rng(seed);
   std::vector<Case> cases;
   for (int i = 0; i < 30; ++i) {
     Case c = base_case(kHeadDims[rng() % 10], kPairs[rng() % kPairs.size()], static_cast<int>(rng() % 2));
-    const int ratio = 1 + static_cast<int>(rng() % 3);
-    c.nheads_k = 1 + static_cast<int>(rng() % 2);
-    c.nheads = c.nheads_k * ratio;
-    if (rng() % 3 == 0) c.causal = true;
-    if (!c.causal && rng() % 3 == 0) c.window_left = static_cast<int>(rng() % 400);
-    if (!c.causal && rng() % 4 == 0) c.window_right = static_cast<int>(rng() % 100);
-    if (rng() % 3 == 0) c.softcap = 5.f + static_cast<float>(rng() % 50);
-    if (rng() % 3 == 0) c.alibi = 1 + static_cast<int>(rng() % 2);
-    if (rng() % 3 == 0) c.sinks = true;
-    if (rng() % 4 == 0) c.layout = fatest::Layout::kPermuted;
-    c.lse = rng() % 4 != 0;
-    if (rng() % 4 == 0) {  // varlen
-      c.lens_q.clear();
-      c.lens_k.clear();
-      for (int s = 0; s < 3; ++s) {
-        c.lens_q.push_back(static_cast<int>(rng() % (c.sq + 1)));
-        c.lens_k.push_back(static_cast<int>(rng() % (c.sk + 1)));
-      }
-      c.layout = fatest::Layout::kContiguous;
-    }
+    gputest::randomize_case(c, rng, /*draw_lse=*/true);
     cases.push_back(c);
   }
   report(gputest::run_and_check(cases, seed), cases.size());
@@ -174,7 +146,7 @@ TEST(GpuFwd, RandomCombinations) {
 
 TEST(GpuFwd, RepeatedRunsAreBitwiseIdentical) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("RepeatedRunsAreBitwiseIdentical");
+  const uint64_t seed = gputest::fresh_seed("RepeatedRunsAreBitwiseIdentical");
   for (bool causal : {false, true}) {
     Case c;
     c.batch = 3;
@@ -233,7 +205,7 @@ TEST(GpuFwdSmall, SanitizerShapes) {
       cases.push_back(c);
     }
   }
-  report(gputest::run_and_check(cases, fresh_seed("SanitizerShapes")), cases.size());
+  report(gputest::run_and_check(cases, gputest::fresh_seed("SanitizerShapes")), cases.size());
 }
 
 }  // namespace

@@ -23,15 +23,6 @@ namespace {
 
 using fatest::HostTensor;
 
-#define SKIP_WITHOUT_GPU() \
-  if (!gputest::gpu_available()) GTEST_SKIP() << "no CUDA device"
-
-uint64_t fresh_seed(const char* test) {
-  const uint64_t s = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
-  std::printf("[%s] seed %llu\n", test, static_cast<unsigned long long>(s));
-  return s;
-}
-
 // Device buffer holding a copy of a host tensor's storage.
 struct Dev {
   void* ptr = nullptr;
@@ -354,7 +345,7 @@ bool same_bytes(const HostTensor& a, const HostTensor& b) { return a.bytes() == 
 
 TEST(GpuKvCache, AppendRotaryGrid) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("GpuKvCache.AppendRotaryGrid");
+  const uint64_t seed = gputest::fresh_seed("GpuKvCache.AppendRotaryGrid");
   std::mt19937_64 rng(seed);
   std::vector<KvCase> cases;
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 128}, {1, 339}, {3, 1024}, {64, 800}, {16, 2000}};
@@ -395,7 +386,7 @@ TEST(GpuKvCache, AppendRotaryGrid) {
 
 TEST(GpuKvCache, LeftpadBatchIdxRotaryStyles) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("GpuKvCache.LeftpadBatchIdxRotaryStyles");
+  const uint64_t seed = gputest::fresh_seed("GpuKvCache.LeftpadBatchIdxRotaryStyles");
   std::vector<KvCase> cases;
   for (int interleaved : {0, 1})
     for (int rd : {16, 40, 128})  // partial (FA2 would need a multiple of 16 only for the first), full
@@ -421,7 +412,7 @@ TEST(GpuKvCache, LeftpadBatchIdxRotaryStyles) {
 // lookups (1, 7, 16, 64) to whole-block pages (128 = the d128 key tile, 256).
 TEST(GpuKvCache, PagedMatchesDenseBitwise) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("GpuKvCache.PagedMatchesDenseBitwise");
+  const uint64_t seed = gputest::fresh_seed("GpuKvCache.PagedMatchesDenseBitwise");
   std::mt19937_64 rng(seed);
   for (int page : {1, 7, 16, 64, 128, 256})
     for (int splits : {1, 3}) {
@@ -449,7 +440,7 @@ TEST(GpuKvCache, PagedMatchesDenseBitwise) {
 
 TEST(GpuKvCache, GqaDecode32x8) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("GpuKvCache.GqaDecode32x8");
+  const uint64_t seed = gputest::fresh_seed("GpuKvCache.GqaDecode32x8");
   std::mt19937_64 rng(seed);
   std::vector<KvCase> cases;
   for (int splits : {1, 0, 3})
@@ -478,7 +469,7 @@ TEST(GpuKvCache, GqaDecode32x8) {
 // bitwise identical output and LSE in batch-invariant mode, with the heuristic on.
 TEST(GpuKvCache, BatchInvariantMode) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("GpuKvCache.BatchInvariantMode");
+  const uint64_t seed = gputest::fresh_seed("GpuKvCache.BatchInvariantMode");
   for (int page : {0, 16})
     for (int sq : {1, 4}) {
       KvCase alone;
@@ -513,7 +504,7 @@ TEST(GpuKvCache, BatchInvariantMode) {
 
 TEST(GpuKvCache, RepeatedRunsAreBitwiseIdentical) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("GpuKvCache.RepeatedRunsAreBitwiseIdentical");
+  const uint64_t seed = gputest::fresh_seed("GpuKvCache.RepeatedRunsAreBitwiseIdentical");
   KvCase c;
   c.h = 32;
   c.hk = 8;
@@ -531,7 +522,7 @@ TEST(GpuKvCache, RepeatedRunsAreBitwiseIdentical) {
 
 TEST(GpuKvCache, VarlenPrefillOverPagedCache) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("GpuKvCache.VarlenPrefillOverPagedCache");
+  const uint64_t seed = gputest::fresh_seed("GpuKvCache.VarlenPrefillOverPagedCache");
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> nd(0.0, 1.0);
   struct V {
@@ -626,7 +617,7 @@ TEST(GpuKvCache, VarlenPrefillOverPagedCache) {
 
 TEST(GpuKvCache, GraphReplayWithChangedMetadata) {
   SKIP_WITHOUT_GPU();
-  const uint64_t seed = fresh_seed("GpuKvCache.GraphReplayWithChangedMetadata");
+  const uint64_t seed = gputest::fresh_seed("GpuKvCache.GraphReplayWithChangedMetadata");
   std::mt19937_64 rng(seed);
   KvCase c;
   c.h = 32;
