@@ -16,36 +16,6 @@ namespace {
 
 using fatest::HostTensor;
 
-// Device copy of a host tensor's whole storage (padding included), freed with the object.
-class DeviceCopy {
- public:
-  explicit DeviceCopy(const HostTensor& t) : host_(&t) {
-    if (t.empty()) return;
-    if (cudaMalloc(&ptr_, t.storage_bytes()) != cudaSuccess) ptr_ = nullptr;
-    if (ptr_) cudaMemcpy(ptr_, t.data(), t.storage_bytes(), cudaMemcpyHostToDevice);
-  }
-  ~DeviceCopy() {
-    if (ptr_) cudaFree(ptr_);
-  }
-  DeviceCopy(const DeviceCopy&) = delete;
-  DeviceCopy& operator=(const DeviceCopy&) = delete;
-  flashattn_tensor desc(int device) const {
-    if (host_->empty() || !ptr_) return flashattn_tensor_none();
-    flashattn_tensor d = host_->desc();
-    d.data = ptr_;
-    d.device_type = FLASHATTN_DEVICE_CUDA;
-    d.device_id = device;
-    return d;
-  }
-  void copy_back(HostTensor& t) const {
-    if (ptr_) cudaMemcpy(t.data(), ptr_, t.storage_bytes(), cudaMemcpyDeviceToHost);
-  }
-
- private:
-  const HostTensor* host_;
-  void* ptr_ = nullptr;
-};
-
 std::vector<int32_t> cumsum(const std::vector<int>& lens) {
   std::vector<int32_t> cu(lens.size() + 1, 0);
   for (size_t i = 0; i < lens.size(); ++i) cu[i + 1] = cu[i] + lens[i];
@@ -53,6 +23,34 @@ std::vector<int32_t> cumsum(const std::vector<int>& lens) {
 }
 
 }  // namespace
+
+DeviceCopy::DeviceCopy(const fatest::HostTensor& t) : host_(&t) {
+  if (t.empty()) return;
+  if (cudaMalloc(&ptr_, t.storage_bytes()) != cudaSuccess) ptr_ = nullptr;
+  upload();
+}
+
+DeviceCopy::~DeviceCopy() {
+  if (ptr_) cudaFree(ptr_);
+}
+
+flashattn_tensor DeviceCopy::desc(int device) const {
+  if (host_->empty() || !ptr_) return flashattn_tensor_none();
+  if (device < 0) cudaGetDevice(&device);
+  flashattn_tensor d = host_->desc();
+  d.data = ptr_;
+  d.device_type = FLASHATTN_DEVICE_CUDA;
+  d.device_id = device;
+  return d;
+}
+
+void DeviceCopy::upload() const {
+  if (ptr_) cudaMemcpy(ptr_, host_->data(), host_->storage_bytes(), cudaMemcpyHostToDevice);
+}
+
+void DeviceCopy::copy_back(fatest::HostTensor& t) const {
+  if (ptr_) cudaMemcpy(t.data(), ptr_, t.storage_bytes(), cudaMemcpyDeviceToHost);
+}
 
 bool gpu_available() {
   int n = 0;

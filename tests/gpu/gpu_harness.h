@@ -18,6 +18,23 @@ namespace gputest {
 
 bool gpu_available();
 
+// Device copy of a host tensor's whole storage (padding included), freed with the object.
+class DeviceCopy {
+ public:
+  explicit DeviceCopy(const fatest::HostTensor& t);
+  ~DeviceCopy();
+  DeviceCopy(const DeviceCopy&) = delete;
+  DeviceCopy& operator=(const DeviceCopy&) = delete;
+  // Descriptor of the device copy on `device` (-1: the current device).
+  flashattn_tensor desc(int device = -1) const;
+  void upload() const;                           // host tensor -> device again
+  void copy_back(fatest::HostTensor& t) const;  // device -> t (same storage size)
+
+ private:
+  const fatest::HostTensor* host_;
+  void* ptr_ = nullptr;
+};
+
 // A fresh random seed per run (printed, so a failure can be replayed).
 uint64_t fresh_seed(const char* test);
 

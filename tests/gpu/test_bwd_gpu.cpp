@@ -23,40 +23,7 @@ namespace {
 using fatest::HostTensor;
 using gputest::Case;
 
-// Device copy of a host tensor's whole storage (padding included).
-class Dev {
- public:
-  explicit Dev(const HostTensor& t) : host_(&t) {
-    if (t.empty()) return;
-    if (cudaMalloc(&ptr_, t.storage_bytes()) != cudaSuccess) ptr_ = nullptr;
-    if (ptr_) cudaMemcpy(ptr_, t.data(), t.storage_bytes(), cudaMemcpyHostToDevice);
-  }
-  ~Dev() {
-    if (ptr_) cudaFree(ptr_);
-  }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-  flashattn_tensor desc() const {
-    if (host_->empty() || !ptr_) return flashattn_tensor_none();
-    int device = 0;
-    cudaGetDevice(&device);
-    flashattn_tensor d = host_->desc();
-    d.data = ptr_;
-    d.device_type = FLASHATTN_DEVICE_CUDA;
-    d.device_id = device;
-    return d;
-  }
-  void upload() const {
-    if (ptr_) cudaMemcpy(ptr_, host_->data(), host_->storage_bytes(), cudaMemcpyHostToDevice);
-  }
-  void download(HostTensor& t) const {
-    if (ptr_) cudaMemcpy(t.data(), ptr_, t.storage_bytes(), cudaMemcpyDeviceToHost);
-  }
-
- private:
-  const HostTensor* host_;
-  void* ptr_ = nullptr;
-};
+using Dev = gputest::DeviceCopy;
 
 struct BwdOptions {
   bool deterministic = false;
@@ -224,10 +191,10 @@ BwdResultGpu run_bwd_case(const Case& c, uint64_t seed, const BwdOptions& o) {
       r.error = cudaGetErrorString(cudaGetLastError());
       break;
     }
-    dgq.download(r.dq);
-    dgk.download(r.dk);
-    dgv.download(r.dv);
-    if (c.sinks) dsk.download(r.dsinks);
+    dgq.copy_back(r.dq);
+    dgk.copy_back(r.dk);
+    dgv.copy_back(r.dv);
+    if (c.sinks) dsk.copy_back(r.dsinks);
     if (rep == 0) {
       first_dq = r.dq.bytes();
       first_dk = r.dk.bytes();
@@ -240,7 +207,7 @@ BwdResultGpu run_bwd_case(const Case& c, uint64_t seed, const BwdOptions& o) {
   }
   if (r.status != FLASHATTN_STATUS_OK && r.error.empty()) r.error = flashattn_last_error();
   if (ws) cudaFree(ws);
-  dout_.download(r.out);
+  dout_.copy_back(r.out);
   return r;
 }
 
