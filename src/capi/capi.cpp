@@ -1,5 +1,6 @@
 // extern "C" entry points: validate, plan, dispatch to a backend; exceptions become a status plus a
 // thread-local message.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -192,7 +193,9 @@ flashattn_status flashattn_build_info_get(flashattn_build_info* info) {
 #else
     info->cuda_runtime_version = 0;
 #endif
-    copy_string(info->archs, sizeof(info->archs), cuda::built() ? FLASHATTN_BUILD_ARCHS : "");
+    std::string archs = cuda::built() ? FLASHATTN_BUILD_ARCHS : "";
+    std::replace(archs.begin(), archs.end(), ',', ';');
+    copy_string(info->archs, sizeof(info->archs), archs.c_str());
     size_t count = 0;
     const KernelEntry* table = kernel_table(&count);
     std::set<std::string> dtypes, head_dims, ops;
