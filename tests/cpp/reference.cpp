@@ -225,6 +225,7 @@ BwdResult reference_bwd(const Problem& pb, const std::vector<std::vector<double>
   g.dk.resize(pb.seqs.size());
   g.dv.resize(pb.seqs.size());
   if (has_sink) g.dsinks.assign(hq, 0);
+  if (has_sink) g.dsinks_scale.assign(hq, 0);
   for (size_t b = 0; b < pb.seqs.size(); ++b) {
     const Seq& sq = pb.seqs[b];
     g.dq[b].assign(sq.q.size(), 0);
@@ -259,7 +260,13 @@ BwdResult reference_bwd(const Problem& pb, const std::vector<std::vector<double>
           delta = 0;
           for (int x = 0; x < d; ++x) delta += doi[x] * round_to(pb.dtype, o[x]);
         }
-        if (has_sink) g.dsinks[h] += -std::exp(pb.opt.sinks[h] - lse) * delta;
+        if (has_sink) {
+          double mag2 = 0;
+          for (int x = 0; x < d; ++x) mag2 += doi[x] * o[x] * doi[x] * o[x];
+          const double ps = std::exp(pb.opt.sinks[h] - lse);
+          g.dsinks[h] += -ps * delta;
+          g.dsinks_scale[h] += ps * ps * mag2;  // squared here, rooted below
+        }
         double* dqi = &g.dq[b][(i * hq + h) * d];
         for (int64_t j = 0; j < sq.sk; ++j) {
           if (!r.vis[j]) continue;
@@ -280,6 +287,7 @@ BwdResult reference_bwd(const Problem& pb, const std::vector<std::vector<double>
     for (auto* t : {&g.dq[b], &g.dk[b], &g.dv[b]})
       for (double& x : *t) x = rnd(prec, pb.dtype, x);
   }
+  for (double& x : g.dsinks_scale) x = std::sqrt(x);
   return g;
 }
 

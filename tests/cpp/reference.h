@@ -77,6 +77,9 @@ struct FwdResult {
 struct BwdResult {
   std::vector<std::vector<double>> dq, dk, dv;  // per sequence, shapes of q, k, v
   std::vector<double> dsinks;                   // (h) when sinks are given
+  // (h): sqrt(sum over rows of exp(sink - LSE_i)^2 * sum_d (dO_id * O_id)^2). An implementation's D_i
+  // uses its own rounded O; independent roundings of relative size u move dsinks by about u * this.
+  std::vector<double> dsinks_scale;
 };
 
 // Whether row i of a (sq, sk) sequence sees key j under the window/causal rule of docs/semantics.md.

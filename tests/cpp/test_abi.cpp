@@ -33,7 +33,9 @@ TEST(Abi, VersionsAgree) {
   EXPECT_LT(strnlen(bi.head_dims, sizeof(bi.head_dims)), sizeof(bi.head_dims));
   EXPECT_LT(strnlen(bi.features, sizeof(bi.features)), sizeof(bi.features));
   EXPECT_GE(bi.num_kernels, 0);
-  if (!bi.cuda_enabled) EXPECT_EQ(bi.num_kernels, 0);
+  if (!bi.cuda_enabled) {
+    EXPECT_EQ(bi.num_kernels, 0);
+  }
 }
 
 TEST(Abi, BuildInfoStructSizeTooSmall) {

@@ -75,6 +75,7 @@ double bf16_bits_to_double(uint16_t h) {
 
 Layout layout_from_name(const std::string& name) {
   if (name == "padded") return Layout::kPadded;
+  if (name == "padded8") return Layout::kPadded8;
   if (name == "permuted") return Layout::kPermuted;
   return Layout::kContiguous;
 }
@@ -92,8 +93,8 @@ HostTensor::HostTensor(flashattn_dtype dtype, std::vector<int64_t> shape, Layout
     strides_[dim] = run;
     run = run * std::max<int64_t>(shape_[dim], 1);
     // Odd padding makes every non-last stride irregular: the library must use the strides, not the shape.
-    if (layout == Layout::kPadded && k < n - 1) {
-      strides_[dim] += 3 * (n - k);
+    if ((layout == Layout::kPadded || layout == Layout::kPadded8) && k < n - 1) {
+      strides_[dim] += (layout == Layout::kPadded ? 3 : 8) * (n - k);
       run = strides_[dim] * std::max<int64_t>(shape_[dim], 1);
     }
   }

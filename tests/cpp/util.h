@@ -26,6 +26,7 @@ double bf16_bits_to_double(uint16_t h);
 enum class Layout {
   kContiguous,
   kPadded,    // every non-last dim gets extra room: strides larger than the packed ones
+  kPadded8,   // the same with padding in multiples of 8 elements (the GPU's 16-byte stride rule)
   kPermuted,  // 4-D tensors stored with dims 1 and 2 swapped in memory (e.g. BHSD storage of a BSHD tensor)
 };
 Layout layout_from_name(const std::string& name);

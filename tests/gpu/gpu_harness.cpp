@@ -1,5 +1,7 @@
 #include "gpu_harness.h"
 
+#include <gtest/gtest.h>
+
 #include <cuda_runtime_api.h>
 #include <omp.h>
 
@@ -72,6 +74,7 @@ std::string Case::name() const {
   if (sinks) os << " sinks";
   if (!lse) os << " no-lse";
   if (layout == fatest::Layout::kPermuted) os << " strided(BHSD)";
+  if (layout == fatest::Layout::kPadded || layout == fatest::Layout::kPadded8) os << " padded";
   if (!lens_q.empty()) {
     os << " varlen q[";
     for (size_t i = 0; i < lens_q.size(); ++i) os << (i ? "," : "") << lens_q[i];
@@ -214,6 +217,37 @@ void randomize_case(Case& c, std::mt19937_64& rng, bool draw_lse) {
   }
 }
 
+std::vector<Case> small_shape_cases(const std::vector<int>& head_dims) {
+  std::vector<Case> cases;
+  int i = 0;
+  for (int d : head_dims) {
+    for (int variant = 0; variant < 4; ++variant) {
+      Case c;
+      c.dtype = i++ % 2 ? FLASHATTN_DTYPE_FP16 : FLASHATTN_DTYPE_BF16;
+      c.head_dim = d;
+      c.sq = variant == 3 ? 200 : 113;
+      c.sk = 203;
+      c.batch = 1;
+      c.nheads = 2;
+      c.nheads_k = variant == 2 ? 1 : 2;
+      if (variant == 1) c.causal = true;
+      if (variant == 2) {
+        c.window_left = 50;
+        c.window_right = 10;
+        c.softcap = 20.f;
+        c.alibi = 1;
+        c.sinks = true;
+      }
+      if (variant == 3) {
+        c.lens_q = {0, 77, 123};
+        c.lens_k = {9, 0, 203};
+      }
+      cases.push_back(c);
+    }
+  }
+  return cases;
+}
+
 ref::Problem reference_problem(const Case& c, const std::vector<double>& alibi, const std::vector<double>& sinks) {
   ref::Problem pb;
   pb.dtype = fatest::to_ref(c.dtype);
@@ -308,19 +342,22 @@ std::string check_case(const Case& c, const Result& r) {
   return fails.empty() ? "" : c.name() + ":" + fails;
 }
 
-std::vector<std::string> run_and_check(const std::vector<Case>& cases, uint64_t seed) {
-  std::vector<Result> results(cases.size());
-  for (size_t i = 0; i < cases.size(); ++i) results[i] = run_case(cases[i], seed + 7919 * i);
-  std::vector<std::string> msgs(cases.size());
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t i = 0; i < static_cast<int64_t>(cases.size()); ++i) {
-    msgs[i] = check_case(cases[i], results[i]);
-    results[i] = Result();  // free the tensors early
-  }
-  std::vector<std::string> fails;
-  for (auto& m : msgs)
-    if (!m.empty()) fails.push_back(m);
-  return fails;
+Outcome run_and_check(const std::vector<Case>& cases, uint64_t seed) {
+  return run_all<Case, Result>(cases, seed, [](const Case& c, uint64_t s) { return run_case(c, s); }, check_case);
+}
+
+bool skipped_not_built(flashattn_status status, const std::string& name) {
+  if (status != FLASHATTN_STATUS_NOT_BUILT) return false;
+  std::printf("  skipped, kernel not in this build: %s\n", name.c_str());
+  return true;
+}
+
+void report(const Outcome& o) {
+  std::ostringstream os;
+  for (size_t i = 0; i < o.fails.size() && i < 25; ++i) os << "  " << o.fails[i] << "\n";
+  if (o.not_built) std::printf("  %zu cases skipped: kernel not in this build\n", o.not_built);
+  EXPECT_GT(o.ran, 0u) << "no case of this test is in the build";
+  EXPECT_TRUE(o.fails.empty()) << o.fails.size() << " of " << o.ran << " cases failed:\n" << os.str();
 }
 
 }  // namespace gputest

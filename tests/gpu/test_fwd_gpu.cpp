@@ -32,12 +32,6 @@ Case base_case(int d, std::pair<int64_t, int64_t> pr, int i) {
   return c;
 }
 
-void report(const std::vector<std::string>& fails, size_t total) {
-  std::ostringstream os;
-  for (size_t i = 0; i < fails.size() && i < 25; ++i) os << "  " << fails[i] << "\n";
-  EXPECT_TRUE(fails.empty()) << fails.size() << " of " << total << " cases failed:\n" << os.str();
-}
-
 TEST(GpuFwd, EveryHeadDimPlainAndCausal) {
   SKIP_WITHOUT_GPU();
   std::vector<Case> cases;
@@ -49,7 +43,7 @@ TEST(GpuFwd, EveryHeadDimPlainAndCausal) {
         c.causal = causal;
         cases.push_back(c);
       }
-  report(gputest::run_and_check(cases, gputest::fresh_seed("EveryHeadDimPlainAndCausal")), cases.size());
+  gputest::report(gputest::run_and_check(cases, gputest::fresh_seed("EveryHeadDimPlainAndCausal")));
 }
 
 TEST(GpuFwd, EachOptionAlone) {
@@ -97,7 +91,7 @@ TEST(GpuFwd, EachOptionAlone) {
         }
         cases.push_back(c);
       }
-  report(gputest::run_and_check(cases, gputest::fresh_seed("EachOptionAlone")), cases.size());
+  gputest::report(gputest::run_and_check(cases, gputest::fresh_seed("EachOptionAlone")));
 }
 
 TEST(GpuFwd, Varlen) {
@@ -128,7 +122,7 @@ TEST(GpuFwd, Varlen) {
         if (mode == 3) c.sinks = true;
         cases.push_back(c);
       }
-  report(gputest::run_and_check(cases, gputest::fresh_seed("Varlen")), cases.size());
+  gputest::report(gputest::run_and_check(cases, gputest::fresh_seed("Varlen")));
 }
 
 TEST(GpuFwd, RandomCombinations) {
@@ -141,7 +135,7 @@ TEST(GpuFwd, RandomCombinations) {
     gputest::randomize_case(c, rng, /*draw_lse=*/true);
     cases.push_back(c);
   }
-  report(gputest::run_and_check(cases, seed), cases.size());
+  gputest::report(gputest::run_and_check(cases, seed));
 }
 
 TEST(GpuFwd, RepeatedRunsAreBitwiseIdentical) {
@@ -158,6 +152,7 @@ TEST(GpuFwd, RepeatedRunsAreBitwiseIdentical) {
     c.causal = causal;
     bool same = false;
     const gputest::Result r = gputest::run_case(c, seed, 8, &same);
+    if (gputest::skipped_not_built(r.status, c.name())) continue;
     ASSERT_EQ(r.status, FLASHATTN_STATUS_OK) << r.error;
     EXPECT_TRUE(same) << c.name() << ": repeated runs differ";
   }
@@ -182,30 +177,8 @@ namespace {
 // enough for compute-sanitizer memcheck/racecheck (tools/device_check.sh runs GpuFwdSmall.* under both).
 TEST(GpuFwdSmall, SanitizerShapes) {
   SKIP_WITHOUT_GPU();
-  std::vector<Case> cases;
-  int i = 0;
-  for (int d : {32, 72, 128, 256}) {
-    for (int variant = 0; variant < 4; ++variant) {
-      Case c = base_case(d, {variant == 3 ? 200 : 113, 203}, i++);
-      c.batch = 1;
-      c.nheads = 2;
-      c.nheads_k = variant == 2 ? 1 : 2;
-      if (variant == 1) c.causal = true;
-      if (variant == 2) {
-        c.window_left = 50;
-        c.window_right = 10;
-        c.softcap = 20.f;
-        c.alibi = 1;
-        c.sinks = true;
-      }
-      if (variant == 3) {
-        c.lens_q = {0, 77, 123};
-        c.lens_k = {9, 0, 203};
-      }
-      cases.push_back(c);
-    }
-  }
-  report(gputest::run_and_check(cases, gputest::fresh_seed("SanitizerShapes")), cases.size());
+  const std::vector<Case> cases = gputest::small_shape_cases({32, 72, 128, 256});
+  gputest::report(gputest::run_and_check(cases, gputest::fresh_seed("SanitizerShapes")));
 }
 
 }  // namespace

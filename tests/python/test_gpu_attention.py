@@ -431,3 +431,21 @@ def test_dropout_on_cuda_raises_or_matches_cpu_mask():
     torch.manual_seed(0)
     b = flashattn.flash_attn_func(q, k, v, dropout_p=0.17)
     assert torch.equal(a, b)
+
+
+def test_cpu_tensors_with_bad_head_ratio_raise_in_a_cuda_build():
+    """CPU fp32 tensors through a CUDA-enabled library, 4 query heads over 3 kv heads: a clear error naming
+    the heads, not a crash. Run in a child process so a crash fails this test alone."""
+    import subprocess
+    import sys
+    code = (
+        "import torch, flashattn\n"
+        "q = torch.randn(1, 8, 4, 32); k = torch.randn(1, 8, 3, 32)\n"
+        "try:\n"
+        "    flashattn.flash_attn_func(q, k, k)\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, "child exited with %d: %s" % (r.returncode, r.stderr[-2000:])
+    assert "head" in r.stdout, r.stdout
