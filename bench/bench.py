@@ -394,15 +394,7 @@ def run_decode(torch, args, dtype, ceiling, quick):
         desc = C.describe(dict(cfg, op="decode"))
         nbytes = C.kv_bytes(b, L, hk, d, 2)
         try:
-            q = torch.randn(b, sq, h, d, dtype=dt, device="cuda")
-            k = torch.randn(b, L, hk, d, dtype=dt, device="cuda")
-            v = torch.randn(b, L, hk, d, dtype=dt, device="cuda")
-            seqlens = torch.full((b,), L, dtype=torch.int32, device="cuda")
-            npages = b * L // page
-            kp = torch.randn(npages, page, hk, d, dtype=dt, device="cuda")
-            vp = torch.randn(npages, page, hk, d, dtype=dt, device="cuda")
-            # Shuffled pages, as a serving engine's allocator leaves them.
-            table = torch.randperm(npages, device="cuda").to(torch.int32).view(b, L // page)
+            q, k, v, seqlens, kp, vp, table = C.decode_inputs(torch, b, sq, L, h, hk, d, dt, page)
         except RuntimeError as e:
             skip("inputs", desc, e)
             torch.cuda.empty_cache()

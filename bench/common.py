@@ -54,6 +54,20 @@ def kv_bytes(batch, seqlen_k, nheads_k, headdim, elem_bytes):
     return 2 * batch * seqlen_k * nheads_k * headdim * elem_bytes
 
 
+def decode_inputs(torch, b, sq, L, h, hk, d, dt, page):
+    """One decode problem: q (b, sq, h, d); dense K/V (b, L, hk, d); a paged pool of the same size with
+    shuffled pages, as a serving engine's allocator leaves them; cache_seqlens = L; the block table."""
+    q = torch.randn(b, sq, h, d, dtype=dt, device="cuda")
+    k = torch.randn(b, L, hk, d, dtype=dt, device="cuda")
+    v = torch.randn(b, L, hk, d, dtype=dt, device="cuda")
+    seqlens = torch.full((b,), L, dtype=torch.int32, device="cuda")
+    npages = b * L // page
+    kp = torch.randn(npages, page, hk, d, dtype=dt, device="cuda")
+    vp = torch.randn(npages, page, hk, d, dtype=dt, device="cuda")
+    table = torch.randperm(npages, device="cuda").to(torch.int32).view(b, L // page)
+    return q, k, v, seqlens, kp, vp, table
+
+
 # ---- Grids (docs/performance.md) ---------------------------------------------------------------------------
 
 HIDDEN = 2048

@@ -10,8 +10,14 @@
 #   HEADDIMS=ALL       FLASHATTN_HEADDIMS     DTYPES=ALL   FLASHATTN_DTYPES
 #   FAMILIES=fwd;bwd;fwd_infer   FLASHATTN_FAMILIES (names the families not yet validated, so they build)
 #   JOBS=$(nproc)      parallel nvcc jobs
-#   STEPS="build regs sass test sanitize bench"   steps to run, in this order (also: sweep)
+#   STEPS="build regs sass test sanitize bench"   steps to run, in this order
+#                      (also: pytest, suite, profile, pack, sweep)
+#   BUILD=dir          build tree; or a folder of binaries built elsewhere (libflashattn.so*, the
+#                      flashattn_gpu_*tests executables, flashattn-bench) with STEPS leaving out build
 #   BENCH_ARGS=...     extra arguments of bench/quick_fwd_vs_fa2.py
+#   SUITES="bwd decode" SUITE_ARGS="--quick --dtype bf16"   step suite: bench/bench.py suites, JSON into $OUT
+#   GTEST_FILTER=...   step test: a gtest filter for every GPU test executable
+#   TEST_TIMEOUT=300   seconds each test executable (and pytest) may run: a hang costs minutes, not the call
 # New steps: add a step_<name> function and name it in STEPS; it appends to SUMMARY.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -88,6 +94,7 @@ step_sass() {
   local obj
   obj=$(find "$BUILD" -name 'fwd_sm80_bf16_hdim128.cu.o' | head -1)
   [ -n "$obj" ] || obj=$(find "$BUILD" -name 'fwd_sm80_*.cu.o' | head -1)
+  [ -n "$obj" ] || obj=$(lib_path)
   if [ -z "$obj" ]; then add sass FAIL "no forward kernel object found"; return 1; fi
   cuobjdump -sass "$obj" >"$OUT/sass.txt" 2>&1
   local hmma ldsm ldgsts
@@ -97,35 +104,103 @@ step_sass() {
   add sass "$([ "$hmma" -gt 0 ] && echo ok || echo FAIL)" "$(basename "$obj"): HMMA $hmma, LDSM $ldsm, LDGSTS $ldgsts"
 }
 
+# The library and executables, in a build tree or a flat folder of carried binaries.
+find_bin() { find "$BUILD" -maxdepth 3 -name "$1" -type f | head -1; }
+lib_path() { find "$BUILD" -maxdepth 1 -name 'libflashattn.so*' -type f | head -1; }
+export LD_LIBRARY_PATH="$BUILD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# The gtest executables run directly (no ctest tree needed, so carried binaries work the same way).
 step_test() {
+  local t0=$SECONDS rc=0 exe name
+  : >"$OUT/gtest.log"
+  for name in flashattn_gpu_tests flashattn_gpu_bwd_tests flashattn_gpu_kvcache_tests; do
+    exe=$(find_bin "$name")
+    [ -n "$exe" ] || { echo "missing $name" >>"$OUT/gtest.log"; rc=1; continue; }
+    echo "==== $name" >>"$OUT/gtest.log"
+    timeout "${TEST_TIMEOUT:-300}" "$exe" --gtest_filter="${GTEST_FILTER:-*}" >>"$OUT/gtest.log" 2>&1 || {
+      echo "==== $name exited with $?" >>"$OUT/gtest.log"
+      rc=1
+    }
+  done
+  local passed failed skipped
+  passed=$(grep -c '^\[       OK \]' "$OUT/gtest.log")
+  failed=$(grep -c '^\[  FAILED  \] .*(' "$OUT/gtest.log")
+  skipped=$(grep -c 'kernel not in this build' "$OUT/gtest.log")
+  add test "$([ $rc = 0 ] && echo ok || echo FAIL)" "$passed passed, $failed failed, $skipped not-built notes ($((SECONDS - t0)) s)"
+  grep -E '^\[  FAILED  \] .*\(' "$OUT/gtest.log" | head -30
+}
+
+# The Python GPU suite against this build's library.
+step_pytest() {
   local t0=$SECONDS
-  ctest --test-dir "$BUILD" -L cuda --output-on-failure >"$OUT/ctest.log" 2>&1
+  FLASHATTN_LIBRARY="$(lib_path)" PYTHONPATH="$root/python" timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -m gpu --maxfail=20 -p no:cacheprovider \
+    "$root/tests/python" >"$OUT/pytest.log" 2>&1
   local rc=$?
-  add test "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(grep -E 'tests passed|tests failed' "$OUT/ctest.log" | tail -1) ($((SECONDS - t0)) s)"
-  grep -E "seed|FAILED|failed:|status" "$OUT/ctest.log" | head -20
+  add pytest "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(tail -1 "$OUT/pytest.log") ($((SECONDS - t0)) s)"
+  grep -E '^FAILED|Error' "$OUT/pytest.log" | head -20
+}
+
+# bench/bench.py suites through the Python binding; the result JSON lands in $OUT.
+step_suite() {
+  local s rc t0
+  for s in ${SUITES:-bwd decode}; do
+    t0=$SECONDS
+    FLASHATTN_LIBRARY="$(lib_path)" PYTHONPATH="$root/python" PYTHONUNBUFFERED=1 \
+      python3 "$root/bench/bench.py" --suite "$s" ${SUITE_ARGS:---quick --dtype bf16} --out "$OUT" >"$OUT/suite-$s.log" 2>&1
+    rc=$?
+    add "suite-$s" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$((SECONDS - t0)) s, $(grep -ciE 'geomean' "$OUT/suite-$s.log") geomean lines"
+    tail -40 "$OUT/suite-$s.log"
+  done
 }
 
 step_sanitize() {
-  local bin="$BUILD/tests/gpu/flashattn_gpu_tests" rc1 rc2
-  {
-    echo "== memcheck"
-    compute-sanitizer --tool memcheck --error-exitcode 9 "$bin" --gtest_filter='GpuFwdSmall.*'
-    rc1=$?
-    echo "== racecheck"
-    compute-sanitizer --tool racecheck --error-exitcode 9 "$bin" --gtest_filter='GpuFwdSmall.*'
-    rc2=$?
-  } >"$OUT/sanitizer.log" 2>&1
-  add memcheck "$([ "$rc1" = 0 ] && echo ok || echo FAIL)" "$(grep -m1 'ERROR SUMMARY' "$OUT/sanitizer.log")"
-  add racecheck "$([ "$rc2" = 0 ] && echo ok || echo FAIL)" "$(grep 'RACECHECK SUMMARY\|ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+  local exe name filter rc1=0 rc2=0
+  : >"$OUT/sanitizer.log"
+  for name in flashattn_gpu_tests:GpuFwdSmall.* flashattn_gpu_bwd_tests:GpuBwdSmall.* \
+    flashattn_gpu_kvcache_tests:GpuKvCacheSmall.*; do
+    exe=$(find_bin "${name%%:*}")
+    filter=${name#*:}
+    [ -n "$exe" ] || continue
+    {
+      echo "== memcheck $filter"
+      compute-sanitizer --tool memcheck --error-exitcode 9 "$exe" --gtest_filter="$filter" || rc1=1
+      echo "== racecheck $filter"
+      compute-sanitizer --tool racecheck --error-exitcode 9 "$exe" --gtest_filter="$filter" || rc2=1
+    } >>"$OUT/sanitizer.log" 2>&1
+  done
+  add memcheck "$([ "$rc1" = 0 ] && echo ok || echo FAIL)" "$(grep -A1 '== memcheck' "$OUT/sanitizer.log" | grep -c .) runs; $(grep 'ERROR SUMMARY' "$OUT/sanitizer.log" | sort | uniq -c | tr '\n' ' ')"
+  add racecheck "$([ "$rc2" = 0 ] && echo ok || echo FAIL)" "$(grep 'RACECHECK SUMMARY' "$OUT/sanitizer.log" | sort | uniq -c | tr '\n' ' ')"
 }
 
 step_bench() {
   local lib
-  lib=$(ls "$BUILD"/libflashattn.so* 2>/dev/null | head -1)
+  lib=$(lib_path)
   PYTHONUNBUFFERED=1 python3 "$root/bench/quick_fwd_vs_fa2.py" --lib "$lib" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
   local rc=$?
   add bench "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(grep -E '^geomean' "$OUT/bench.log" | tail -1)"
   cat "$OUT/bench.log"
+}
+
+# The built library and GPU test executables, xz-compressed into $OUT, to be carried into a later call
+# (BUILD=that folder, no build step) instead of compiling again.
+step_pack() {
+  local dir files=()
+  dir=$(mktemp -d)
+  cp -L "$(lib_path)" "$dir/libflashattn.so.1"
+  for name in flashattn_gpu_tests flashattn_gpu_bwd_tests flashattn_gpu_kvcache_tests; do
+    files=("$(find_bin "$name")")
+    [ -n "${files[0]}" ] && cp "${files[0]}" "$dir/" && strip "$dir/$name" 2>/dev/null
+  done
+  tar -C "$dir" -cf - . | xz -T0 -6 >"$OUT/binaries.tar.xz"
+  add pack ok "binaries.tar.xz $(du -h "$OUT/binaries.tar.xz" | cut -f1)"
+}
+
+# Kernel-level decode profile (grid, block, duration of every kernel of one call; bench/profile_decode.py).
+step_profile() {
+  FLASHATTN_LIBRARY="$(lib_path)" PYTHONUNBUFFERED=1 python3 "$root/bench/profile_decode.py" >"$OUT/profile.log" 2>&1
+  local rc=$?
+  add profile "$([ $rc = 0 ] && echo ok || echo FAIL)" "see profile.log"
+  cat "$OUT/profile.log"
 }
 
 # Tile sweep: builds tests/gpu/tile_sweep.cu once per candidate tile (FLASHATTN_SWEEP_TILES) and times each.
