@@ -23,23 +23,24 @@ struct BwdTraitsSm80 {
   static constexpr int kNWarps = kNWarps_;
   static constexpr int kNThreads = kNWarps * 32;
   static constexpr int kQStages = kQStages_;
-  static_assert(kNWarps == 8 && kBlockM == 64, "the 4 x 2 warp grid below assumes 8 warps and 64-row Q tiles");
+  static_assert(kNWarps == 8 && kBlockM == 64, "the warp grids below assume 8 warps and 64-row Q tiles");
   static_assert(kBlockN % 64 == 0 && kHeadDim % 32 == 0 && (kQStages == 1 || kQStages == 2));
 
-  // mma.sync m16n8k16, fp32 accumulate. One 4 x 2 warp grid for all five products: warps 0-3 stacked
-  // along the output rows, 2 along the output columns; the 16-wide column step of each warp lets one
-  // ldmatrix.x4 feed two n8 MMAs. The backward needs no row reductions across warps (P comes from the
-  // saved LSE), so splitting columns across warps is free and halves each warp's operand reads.
-  //   S = Q K^T, dP = dO V^T : (kBlockM x kBlockN), k = d          TiledMmaSdP
-  //   dV += P^T dO, dK += dS^T Q : (kBlockN x d), k = kBlockM      TiledMmaDkv
-  //   dQ = dS K : (kBlockM x d), k = kBlockN                       TiledMmaDq
+  // mma.sync m16n8k16, fp32 accumulate. Two warp grids; each warp's column step is 16 wide so one
+  // ldmatrix.x4 feeds two n8 MMAs. The backward needs no row reductions across warps (P comes from the
+  // saved LSE), so the grid is chosen for shared-memory traffic alone: a warp computing an (m x n) piece
+  // with reduction length k reads (m + n) * k operand elements, least when the piece is square.
+  //   S = Q K^T, dP = dO V^T : (64 x kBlockN), k = d        TiledMmaSdP: 2 x 4 warps, 32 x 32 per warp
+  //                                                         (kBlockN = 128; 4 x 2 would be 16 x 64: +25%)
+  //   dV += P^T dO, dK += dS^T Q : (kBlockN x d), k = 64    TiledMmaDkv: 4 x 2 warps
+  //   dQ = dS K : (64 x d), k = kBlockN                     TiledMmaDq: 2 x 4 when d % 64 == 0, else 4 x 2
   using MmaAtom = std::conditional_t<std::is_same_v<Element, cutlass::half_t>, SM80_16x8x16_F32F16F16F32_TN,
                                      SM80_16x8x16_F32BF16BF16F32_TN>;
-  using WarpGrid = Layout<Shape<_4, _2, _1>>;
-  using WarpTile = Tile<_64, _32, _16>;
-  using TiledMmaSdP = TiledMMA<MMA_Atom<MmaAtom>, WarpGrid, WarpTile>;
-  using TiledMmaDkv = TiledMMA<MMA_Atom<MmaAtom>, WarpGrid, WarpTile>;
-  using TiledMmaDq = TiledMMA<MMA_Atom<MmaAtom>, WarpGrid, WarpTile>;
+  using Grid4x2 = TiledMMA<MMA_Atom<MmaAtom>, Layout<Shape<_4, _2, _1>>, Tile<_64, _32, _16>>;
+  using Grid2x4 = TiledMMA<MMA_Atom<MmaAtom>, Layout<Shape<_2, _4, _1>>, Tile<_32, _64, _16>>;
+  using TiledMmaSdP = Grid2x4;
+  using TiledMmaDkv = Grid4x2;
+  using TiledMmaDq = std::conditional_t<kHeadDim % 64 == 0, Grid2x4, Grid4x2>;
 
   // Shared memory rows XOR-swizzled in 16-byte chunks (as the forward): conflict-free ldmatrix, both
   // plain and transposed, and conflict-free 16-byte cp.async writes.

@@ -146,6 +146,22 @@ struct MainloopBwdSm80 {
       auto s2r_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, mma_sdp);
       auto thr_s2r_b = s2r_b.get_thread_slice(t);
       Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});
+      Tensor s = rowcol_view(acc_s);
+      Tensor coord_s = rowcol_view(thr_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{})));
+      const int row0 = m_block * kBlockM;
+      const int col0 = n_block * kBlockN;
+      // LSE and D of this thread's rows, loaded before the products so their latency hides behind them.
+      // Rows past the sequence read LSE = +inf (P = 0) and D = 0; rows that see no key have LSE = +inf
+      // (no sink) or every score -inf: P = 0, never NaN.
+      float lse2[decltype(size<0>(s))::value];
+      float dsum[decltype(size<0>(s))::value];
+      CUTE_UNROLL
+      for (int mi = 0; mi < size<0>(s); ++mi) {
+        const int r = row0 + get<0>(coord_s(mi, 0));
+        const bool in = r < bi.sq;
+        lse2[mi] = in ? p.lse[bi.lse_offset + r] * kLog2e : lse_log2_inf;
+        dsum[mi] = in ? dpsum[r] : 0.f;
+      }
       clear(acc_s);
       {
         Tensor r_q = thr_sdp.partition_fragment_A(s_q);
@@ -153,10 +169,6 @@ struct MainloopBwdSm80 {
         gemm_ss(acc_s, r_q, r_k, thr_s2r_a.partition_S(s_q), thr_s2r_b.partition_S(s_k), mma_sdp, s2r_a, s2r_b,
                 thr_s2r_a, thr_s2r_b);
       }
-      Tensor s = rowcol_view(acc_s);
-      Tensor coord_s = rowcol_view(thr_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{})));
-      const int row0 = m_block * kBlockM;
-      const int col0 = n_block * kBlockN;
       // Score policy, applied as in the forward; with softcap, tanh'(x) = 1 - tanh^2 is kept for dS.
       Tensor dtanh = make_tensor<float>(make_layout(shape(s)));
       if constexpr (Score::kTransforms) {
@@ -186,17 +198,6 @@ struct MainloopBwdSm80 {
       }
       if constexpr (kMasked) mask.apply(s, coord_s, row0, col0, bi.sq, bi.sk);
 
-      // P from the saved LSE. Rows past the sequence read LSE = +inf (P = 0) and D = 0; rows that see no
-      // key have LSE = +inf (no sink) or every score -inf: P = 0, never NaN.
-      float lse2[decltype(size<0>(s))::value];
-      float dsum[decltype(size<0>(s))::value];
-      CUTE_UNROLL
-      for (int mi = 0; mi < size<0>(s); ++mi) {
-        const int r = row0 + get<0>(coord_s(mi, 0));
-        const bool in = r < bi.sq;
-        lse2[mi] = in ? p.lse[bi.lse_offset + r] * kLog2e : lse_log2_inf;
-        dsum[mi] = in ? dpsum[r] : 0.f;
-      }
       CUTE_UNROLL
       for (int mi = 0; mi < size<0>(s); ++mi) {
         CUTE_UNROLL
