@@ -8,7 +8,7 @@
 #   OUT=dir            where logs go (default build/device_check)
 #   ARCHS=90           FLASHATTN_ARCHS (default 90: the GPU test host is sm_90; release builds use 80;90)
 #   HEADDIMS=ALL       FLASHATTN_HEADDIMS     DTYPES=ALL   FLASHATTN_DTYPES
-#   FAMILIES=fwd;bwd;fwd_infer   FLASHATTN_FAMILIES (names the families not yet validated, so they build)
+#   FAMILIES=fwd;bwd;fwd_infer   FLASHATTN_FAMILIES (naming a family builds it even while validated = false)
 #   JOBS=$(nproc)      parallel nvcc jobs
 #   STEPS="build regs sass test sanitize bench"   steps to run, in this order
 #                      (also: pytest, suite, profile, pack, sweep)
