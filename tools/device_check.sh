@@ -184,12 +184,12 @@ step_bench() {
 # The built library and GPU test executables, xz-compressed into $OUT, to be carried into a later call
 # (BUILD=that folder, no build step) instead of compiling again.
 step_pack() {
-  local dir files=()
+  local dir exe name
   dir=$(mktemp -d)
   cp -L "$(lib_path)" "$dir/libflashattn.so.1"
   for name in flashattn_gpu_tests flashattn_gpu_bwd_tests flashattn_gpu_kvcache_tests; do
-    files=("$(find_bin "$name")")
-    [ -n "${files[0]}" ] && cp "${files[0]}" "$dir/" && strip "$dir/$name" 2>/dev/null
+    exe=$(find_bin "$name")
+    [ -n "$exe" ] && cp "$exe" "$dir/" && strip "$dir/$name" 2>/dev/null
   done
   tar -C "$dir" -cf - . | xz -T0 -6 >"$OUT/binaries.tar.xz"
   add pack ok "binaries.tar.xz $(du -h "$OUT/binaries.tar.xz" | cut -f1)"

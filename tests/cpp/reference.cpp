@@ -322,6 +322,10 @@ KvCacheResult reference_fwd_kvcache(const KvCache& kc, Precision prec) {
   res.k_cache = kc.k_cache;
   res.v_cache = kc.v_cache;
   const bool paged = kc.page_size > 0;
+  // A dense cache is (cache_rows, cache_len, hk, d): geometry left unset would fold every row onto row 0.
+  if (!paged && static_cast<int64_t>(kc.k_cache.size()) != kc.cache_rows * kc.cache_len * hk * d) {
+    throw std::invalid_argument("reference_fwd_kvcache: dense k_cache size != cache_rows * cache_len * hk * d");
+  }
   // Offset of (cache row or batch element b, position t, head 0, dim 0) in the cache storage.
   auto cache_off = [&](int64_t b, int64_t row, int64_t t) -> int64_t {
     if (paged) {

@@ -2,8 +2,6 @@
 // (outputs poisoned first), then checked against the fp64 reference with the FA tolerance rule.
 #pragma once
 
-#include <omp.h>
-
 #include <cstdint>
 #include <functional>
 #include <random>
