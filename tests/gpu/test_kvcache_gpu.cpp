@@ -458,6 +458,41 @@ TEST(GpuKvCache, GqaDecode32x8) {
   run_and_expect(cases, seed);
 }
 
+// PackGQA at several query tokens (speculative decoding, chunked prefill): tile rows are (token, head)
+// pairs, so causal and window masks must act per token, and out/LSE/partials land in the caller's layout.
+TEST(GpuKvCache, PackedGqaMultiToken) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = gputest::fresh_seed("GpuKvCache.PackedGqaMultiToken");
+  std::mt19937_64 rng(seed);
+  std::vector<KvCase> cases;
+  for (int sq : {3, 4, 17})
+    for (int page : {0, 16})
+      for (int variant = 0; variant < 3; ++variant) {
+        KvCase c;
+        c.h = 32;
+        c.hk = 8;
+        c.sq = sq;
+        c.s_new = variant == 2 ? 0 : sq;
+        c.cap = 1024;
+        c.page = page;
+        c.seqlens = random_seqlens(rng, 3, 0, static_cast<int>(c.cap - c.s_new));
+        c.causal = variant != 1;
+        if (variant == 1) {
+          c.wl = 100;
+          c.wr = 2;
+        }
+        c.num_splits = variant == 0 ? 0 : (variant == 1 ? 1 : 3);
+        c.sinks = variant == 2;  // with partials: the combine adds each head's sink
+        c.softcap = variant == 1 ? 30.f : 0.f;
+        cases.push_back(c);
+      }
+  run_and_expect(cases, seed);
+  KvCase c = cases.front();
+  const KvRun r = run_kv(c, seed + 7);
+  ASSERT_EQ(r.status, FLASHATTN_STATUS_OK) << r.error;
+  EXPECT_NE(std::string(r.plan.kernel).find("packgqa"), std::string::npos) << r.plan.kernel;
+}
+
 // The same sequence alone and among others (different batch sizes, lengths and cache capacities) gives
 // bitwise identical output and LSE in batch-invariant mode, with the heuristic on.
 TEST(GpuKvCache, BatchInvariantMode) {

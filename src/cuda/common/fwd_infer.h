@@ -21,10 +21,13 @@ struct FwdInferParams {
   int32_t split_blocks;   // > 0: every split covers exactly this many key blocks (batch-invariant mode);
                           // 0: each sequence's own key blocks are divided evenly over num_splits
   int32_t write_partial;  // 1: write fp32 O and LSE partials (a combine follows); 0: write out/lse directly
-  int32_t pad_;
+  int32_t pack;           // PackGQA: query heads per KV head packed into the rows of one tile; 1 = not packed
   // Partials, in floats. Rows of a varlen q are addressed by global token index (batch stride 0).
   int64_t oa_split_stride, oa_batch_stride, oa_row_stride, oa_head_stride;
   int64_t la_split_stride, la_batch_stride, la_row_stride, la_head_stride;
+  // PackGQA: tile row r of (batch, kv head) is token r / pack and query head kv_head * pack + r % pack;
+  // these are the strides between neighbouring query heads of q, out, LSE and the partials.
+  int64_t q_pack_stride, o_pack_stride, lse_pack_stride, oa_pack_stride, la_pack_stride;
 };
 
 // Tile of the inference kernel: 64 query rows (decode has few rows, PackGQA a group of heads), 4 warps,
@@ -40,34 +43,27 @@ constexpr int kInvariantSplitKeys = 1024;
 constexpr int kMaxSplitsSm80 = 256;  // the validator's bound on num_splits
 constexpr int kMaxHeuristicSplits = 128;
 
-// PackGQA (FA2's seqlenq_ngroups_swapped): a single-token query's heads that share a KV head become the
-// rows of one M tile. Needs every packed row to see the same keys with the same score: no ALiBi (slope per
-// head), no left window (sq = 1 makes causal and right windows no-ops). Sinks and the LSE layout are per
-// head: without partials (where the combine handles both in real coordinates) sinks are excluded and the
-// packed LSE rows must be contiguous.
+// PackGQA: the query heads that share a KV head become consecutive rows of one M tile (token-major:
+// row r is token r / g, head r % g), so each K/V tile is read once per KV head rather than once per
+// query head: g times less K/V traffic in decode, at any query length (FA2 packs only single-token
+// queries). Masks work on the token (mask.cuh's pack). Not with ALiBi (slope per head). Sinks are per
+// head: without partials (the combine adds them per head) they are excluded.
 inline bool use_pack_gqa(const FwdParams& p, bool write_partial) {
-  if (p.seqlen_q != 1 || p.cu_seqlens_q != nullptr || p.head_ratio <= 1) return false;
-  if (p.alibi_slopes != nullptr || p.window_left >= 0) return false;
-  if (write_partial) return true;
-  return p.sinks == nullptr && (p.lse == nullptr || p.lse_head_stride == 1);
+  if (p.head_ratio <= 1 || p.alibi_slopes != nullptr) return false;
+  if (static_cast<int64_t>(p.seqlen_q) * p.head_ratio > (int64_t{1} << 30)) return false;  // rows stay int
+  return write_partial || p.sinks == nullptr;
 }
 
-// The PackGQA view: q (b, 1, hk * g, d) read as (b, g, hk, d), likewise out and LSE.
+// The PackGQA view: one "head" per KV head whose rows are the g query heads of each token. Row strides
+// stay the token strides; FwdInferParams' pack strides step between the packed heads.
 inline FwdParams pack_gqa_view(const FwdParams& p) {
   FwdParams v = p;
   const int64_t g = p.head_ratio;
   v.nheads = p.nheads_k;
   v.head_ratio = 1;
-  v.seqlen_q = g;
-  v.total_q = static_cast<int64_t>(p.batch) * g;
-  v.q_row_stride = p.q_head_stride;
   v.q_head_stride = g * p.q_head_stride;
-  v.o_row_stride = p.o_head_stride;
   v.o_head_stride = g * p.o_head_stride;
   v.lse_head_stride = g * p.lse_head_stride;
-  // Causal / right window are no-ops for one query row; in the view they would mask the packed rows.
-  v.is_causal = 0;
-  v.window_right = -1;
   return v;
 }
 
@@ -117,7 +113,7 @@ inline SplitDecision decide_splits(const FwdParams& p, int num_sms, int ctas_per
     d.num_splits = static_cast<int>((cap_k + kInvariantSplitKeys - 1) / kInvariantSplitKeys);
   } else if (p.num_splits == 0) {
     const bool pack = use_pack_gqa(p, true);
-    const int64_t rows = pack ? p.head_ratio : p.seqlen_q;
+    const int64_t rows = pack ? static_cast<int64_t>(p.seqlen_q) * p.head_ratio : p.seqlen_q;
     const int64_t heads = pack ? p.nheads_k : p.nheads;
     const int64_t ctas = static_cast<int64_t>(p.batch) * heads * ((rows + 63) / 64);
     d.num_splits = num_splits_heuristic(ctas, num_sms * ctas_per_sm, n_blocks, kMaxHeuristicSplits);

@@ -3,6 +3,7 @@
 // (CUTLASS FMHA's trip-count idea). Masks are bottom-right aligned (docs/semantics.md):
 //   row i sees key j iff j < sk, j >= i + sk - sq - window_left (if left >= 0),
 //                            j <= i + sk - sq + window_right (if right >= 0).
+// With PackGQA (the inference kernel), tile row r is query token r / pack: `sq` arguments count rows.
 #pragma once
 
 #include <cmath>
@@ -33,6 +34,7 @@ struct MaskPolicy {
 
   int window_left = -1;   // -1 = unbounded
   int window_right = -1;  // -1 = unbounded
+  int pack = 1;           // tile rows per query token (PackGQA); 1 folds away in the other kernels
 
   FLASHATTN_DEVICE explicit MaskPolicy(const FwdParams& p) {
     if (kCausal) {
@@ -48,9 +50,9 @@ struct MaskPolicy {
 
   template <int kBlockM, int kBlockN>
   FLASHATTN_DEVICE BlockRange range(int m_block, int sq, int sk) const {
-    const int off = sk - sq;  // diagonal offset of the bottom-right alignment
-    const int m_first = m_block * kBlockM;
-    const int m_last = min(m_first + kBlockM, sq) - 1;
+    const int off = sk - sq / pack;  // diagonal offset of the bottom-right alignment
+    const int m_first = m_block * kBlockM / pack;
+    const int m_last = (min(m_block * kBlockM + kBlockM, sq) - 1) / pack;
     BlockRange r;
     r.n_max = ceil_div_int(sk, kBlockN);
     r.n_min = 0;
@@ -72,10 +74,10 @@ struct MaskPolicy {
   // S in (rows, cols) register view; coord gives each element's (row, col) inside the tile.
   template <typename TensorS, typename TensorC>
   FLASHATTN_DEVICE void apply(TensorS& s, TensorC const& coord, int row0, int col0, int sq, int sk) const {
-    const int off = sk - sq;
+    const int off = sk - sq / pack;
     CUTE_UNROLL
     for (int mi = 0; mi < size<0>(s); ++mi) {
-      const int row = row0 + get<0>(coord(mi, 0));
+      const int row = (row0 + get<0>(coord(mi, 0))) / pack;
       int col_hi = sk;  // exclusive
       int col_lo = 0;   // inclusive
       if (has_right()) col_hi = min(sk, row + off + window_right + 1);

@@ -20,7 +20,8 @@ struct KvDense {
   static constexpr bool kPaged = false;
 };
 
-template <typename Element>
+// kRows: rows of a key tile one thread copies (the tiled copy's row repeats), each with its own page.
+template <typename Element, int kRows>
 struct KvPaged {
   static constexpr bool kPaged = true;
   const int32_t* table;  // this sequence's block_table row
@@ -29,10 +30,13 @@ struct KvPaged {
   int64_t k_page_stride, k_row_stride, v_page_stride, v_row_stride;
   int page_size, last_page, last_entry;
   bool block_in_page;  // page_size % kBlockN == 0
+  // Pages of the rows this thread copies in the key block last prefetched. K(n) and V(n) share them, and
+  // the table reads for block n - 1 are issued a half-iteration before K(n - 1) needs them, so the
+  // dependent table load never sits in front of a cp.async.
+  int pages[kRows];
 
-  FLASHATTN_DEVICE static KvPaged make(const FwdParams& p, int b, int h, int block_n) {
+  FLASHATTN_DEVICE static KvPaged make(const FwdParams& p, int b, int hk, int block_n) {
     KvPaged kv;
-    const int hk = h / p.head_ratio;
     kv.table = p.block_table + b * p.block_table_batch_stride;
     kv.k = static_cast<const Element*>(p.k) + hk * p.k_head_stride;
     kv.v = static_cast<const Element*>(p.v) + hk * p.v_head_stride;
@@ -52,50 +56,32 @@ struct KvPaged {
     return min(max(__ldg(table + e), 0), last_page);
   }
 
-  // Copies key block n (rows [n * kBlockN, ...)) of K (kIsV false) or V into its shared tile partition,
-  // like copy_tile_g2s: rows at or past rows_left and columns with pred_col false are zero-filled.
+  // Reads the block_table entries of key block n for this thread's rows (coord: the tile's identity
+  // partition). With page_size a multiple of the key tile one entry serves the whole block.
+  template <int kBlockN, typename TC>
+  FLASHATTN_DEVICE void prefetch(int n, TC const& coord) {
+    const int t0 = n * kBlockN;
+    if (block_in_page) {
+      pages[0] = page(t0 / page_size);
+      return;
+    }
+    CUTE_UNROLL
+    for (int m = 0; m < kRows; ++m) pages[m] = page((t0 + get<0>(coord(0, m, 0))) / page_size);
+  }
+
+  // Copies key block n (prefetched) of K (kIsV false) or V into its shared tile partition, like
+  // copy_tile_g2s: rows at or past rows_left and columns with pred_col false are zero-filled.
   template <bool kIsV, bool kCheckRows, int kBlockN, typename TD, typename TC, typename TP>
   FLASHATTN_DEVICE void load(int n, TD&& dst, TC const& coord, TP const& pred_col, int rows_left) const {
+    static_assert(decltype(size<1>(dst))::value == kRows);
     const Element* base = kIsV ? v : k;
     const int64_t page_stride = kIsV ? v_page_stride : k_page_stride;
     const int64_t row_stride = kIsV ? v_row_stride : k_row_stride;
     const int t0 = n * kBlockN;
-    int page0 = 0, row0 = 0;
-    if (block_in_page) {
-      const int e = t0 / page_size;
-      page0 = page(e);
-      row0 = t0 - e * page_size;
-    }
-    CUTE_UNROLL
-    for (int m = 0; m < size<1>(dst); ++m) {
-      const int r = get<0>(coord(0, m, 0));
-      if (!kCheckRows || r < rows_left) {
-        int pg, row;
-        if (block_in_page) {
-          pg = page0;
-          row = row0 + r;
-        } else {
-          const int t = t0 + r;
-          const int e = t / page_size;
-          pg = page(e);
-          row = t - e * page_size;
-        }
-        const Element* src = base + pg * page_stride + row * row_stride;
-        CUTE_UNROLL
-        for (int kc = 0; kc < size<2>(dst); ++kc) {
-          if (pred_col(kc)) {
-            const int col = get<1>(coord(0, m, kc));
-            SM80_CP_ASYNC_CACHEGLOBAL<cute::uint128_t>::copy(*reinterpret_cast<const cute::uint128_t*>(src + col),
-                                                             *reinterpret_cast<cute::uint128_t*>(&dst(0, m, kc)));
-          } else {
-            clear(dst(_, m, kc));
-          }
-        }
-      } else {
-        CUTE_UNROLL
-        for (int kc = 0; kc < size<2>(dst); ++kc) clear(dst(_, m, kc));
-      }
-    }
+    copy_rows_g2s<kCheckRows>(dst, coord, pred_col, rows_left, [&](int m, int r) {
+      const int pg = block_in_page ? pages[0] : pages[m];
+      return base + pg * page_stride + ((t0 + r) % page_size) * row_stride;
+    });
   }
 };
 

@@ -97,5 +97,44 @@ FLASHATTN_DEVICE void copy_tile_g2s(TiledCopy const& tiled_copy, TS const& src, 
   }
 }
 
+// The same copy for tiles whose rows do not sit at one stride (paged K/V, PackGQA query rows):
+// row_ptr(r) gives row r's column 0 in global memory. Every 16-byte chunk is one cp.async.
+template <bool kCheckRows, typename TD, typename TC, typename TP, typename RowPtr>
+FLASHATTN_DEVICE void copy_rows_g2s(TD&& dst, TC const& coord, TP const& pred_col, int rows_left,
+                                    RowPtr const& row_ptr) {
+  CUTE_UNROLL
+  for (int m = 0; m < size<1>(dst); ++m) {
+    const int r = get<0>(coord(0, m, 0));
+    if (!kCheckRows || r < rows_left) {
+      const auto* src = row_ptr(m, r);
+      CUTE_UNROLL
+      for (int k = 0; k < size<2>(dst); ++k) {
+        if (pred_col(k)) {
+          SM80_CP_ASYNC_CACHEGLOBAL<cute::uint128_t>::copy(
+              *reinterpret_cast<const cute::uint128_t*>(src + get<1>(coord(0, m, k))),
+              *reinterpret_cast<cute::uint128_t*>(&dst(0, m, k)));
+        } else {
+          clear(dst(_, m, k));
+        }
+      }
+    } else {
+      CUTE_UNROLL
+      for (int k = 0; k < size<2>(dst); ++k) clear(dst(_, m, k));
+    }
+  }
+}
+
+// Row r of a query/output tile -> element (or float) offset. The inference kernel's PackGQA view puts
+// the `pack` query heads that share a KV head on consecutive rows of each token:
+// offset(r) = (r / pack) * row_stride + (r % pack) * pack_stride. pack = 1 is a plain strided view.
+struct RowMap {
+  int pack = 1;
+  int64_t row_stride = 0, pack_stride = 0;
+  FLASHATTN_DEVICE int64_t operator()(int r) const {
+    const int t = r / pack;
+    return t * row_stride + (r - t * pack) * pack_stride;
+  }
+};
+
 }  // namespace kern
 }  // namespace flashattn

@@ -182,14 +182,20 @@ void run_infer(const FwdParams& p, const KernelEntry* entry, int num_splits_plan
     ip.la_row_stride = h;
     ip.la_head_stride = 1;
   }
+  ip.pack = 1;
   if (plan.pack) {
+    // Packed row r of kv head hk is token r / g, query head hk * g + r % g: the pack strides are the
+    // caller's head strides, the view's head strides step over a group of g heads.
     const int64_t g = p.head_ratio;
+    ip.pack = static_cast<int32_t>(g);
+    ip.q_pack_stride = v.q_head_stride;
+    ip.o_pack_stride = v.o_head_stride;
+    ip.lse_pack_stride = v.lse_head_stride;
+    ip.oa_pack_stride = ip.oa_head_stride;
+    ip.la_pack_stride = ip.la_head_stride;
+    ip.oa_head_stride *= g;
+    ip.la_head_stride *= g;
     v = pack_gqa_view(v);
-    // Packed row r of kv head hk is query head hk * g + r (seqlen_q is 1).
-    ip.oa_row_stride = d;
-    ip.oa_head_stride = g * d;
-    ip.la_row_stride = 1;
-    ip.la_head_stride = g;
   }
   entry->fn(&ip, stream);
   check_cuda(cudaGetLastError(), "inference forward kernel launch");

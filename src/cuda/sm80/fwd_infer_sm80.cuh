@@ -3,7 +3,8 @@
 //   - paged K/V (KvPaged addressing policy, a compile-time variant: one TU each);
 //   - split-KV: the grid gains a split axis; a split visits its share of the sequence's key blocks and
 //     writes fp32 O (normalised by its own softmax) and LSE partials that the combine kernel merges;
-//   - PackGQA needs nothing here: the host hands the kernel the packed view of q/out/LSE (fwd_infer.h).
+//   - PackGQA: the host hands the kernel a view with one head per KV head (fwd_infer.h); the tile's rows
+//     are (token, query head) pairs placed by RowMaps: this kernel loads Q and stores O/LSE itself.
 // Causal runs as the local mask with window (-1, 0) (one mask instantiation fewer per TU; the key-block
 // range and the per-element test are the same formulas).
 #pragma once
@@ -47,24 +48,31 @@ struct InferTile {
 template <typename Traits, typename Mask, typename Score, bool kPaged>
 struct FwdInferKernelSm80 {
   using Element = typename Traits::Element;
-  using Kv = std::conditional_t<kPaged, KvPaged<Element>, KvDense>;
+  // Rows of a key tile each thread copies: the tiled copy covers kNThreads / kGmemThreadsPerRow rows a pass.
+  static constexpr int kKvRowsPerThread = Traits::kBlockN / (Traits::kNThreads / Traits::kGmemThreadsPerRow);
+  using Kv = std::conditional_t<kPaged, KvPaged<Element, kKvRowsPerThread>, KvDense>;
   using Mainloop = MainloopFwdSm80<Traits, Kv>;
   using Epilogue = EpilogueFwd<Traits>;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
 
-  static int num_m_blocks(const FwdParams& p) { return static_cast<int>((p.seqlen_q + kBlockM - 1) / kBlockM); }
+  // Tile rows: tokens x packed heads (PackGQA) per (batch, head of the view).
+  FLASHATTN_HOST_DEVICE static int num_m_blocks(const FwdInferParams& ip) {
+    return static_cast<int>((static_cast<int64_t>(ip.p.seqlen_q) * ip.pack + kBlockM - 1) / kBlockM);
+  }
 
   FLASHATTN_DEVICE static void run(const FwdInferParams& ip, Element* smem) {
     const FwdParams& p = ip.p;
     const int tidx = threadIdx.x;
-    const int num_m = static_cast<int>((p.seqlen_q + kBlockM - 1) / kBlockM);
-    const InferTile tile = InferTile::get(num_m, ip.num_splits, p.nheads);
-    const BlockInfo bi = BlockInfo::make(p, tile.batch, tile.head);
-    if (tile.m_block * kBlockM >= bi.sq) return;
+    const InferTile tile = InferTile::get(num_m_blocks(ip), ip.num_splits, p.nheads);
+    BlockInfo bi = BlockInfo::make(p, tile.batch, tile.head);
+    bi.sq *= ip.pack;  // from here on bi.sq counts tile rows; the mask divides by pack again
+    const int row0 = tile.m_block * kBlockM;
+    if (row0 >= bi.sq) return;
 
-    const Mask mask(p);
+    Mask mask(p);
+    mask.pack = ip.pack;
     const Score score(p, tile.batch, tile.head);
     BlockRange range = mask.template range<kBlockM, kBlockN>(tile.m_block, bi.sq, bi.sk);
     if (ip.write_partial) {
@@ -79,14 +87,15 @@ struct FwdInferKernelSm80 {
     }
 
     Kv kv;
-    if constexpr (kPaged) kv = Kv::make(p, tile.batch, tile.head, kBlockN);
+    if constexpr (kPaged) kv = Kv::make(p, tile.batch, tile.head / p.head_ratio, kBlockN);
+    load_q(ip, bi, row0, smem, tidx);
 
     typename Traits::TiledMma tiled_mma;
     Tensor acc_o = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
     clear(acc_o);
     typename Mainloop::Softmax softmax;
     softmax.init();
-    Mainloop::run(p, bi, tile.m_block, range, mask, score, softmax, acc_o, smem, tidx, kv);
+    Mainloop::template run<false>(p, bi, tile.m_block, range, mask, score, softmax, acc_o, smem, tidx, kv);
 
     float lse[Traits::kRowsPerThread];
     Tensor o_rc = rowcol_view(acc_o);
@@ -97,12 +106,32 @@ struct FwdInferKernelSm80 {
       cute::cp_async_wait<0>();  // nothing may be in flight into shared memory when the CTA exits
       return;
     }
+    // Sinks are per query head: a packed view never gets here with sinks (use_pack_gqa).
     const bool has_sink = p.sinks != nullptr;
     const float sink = has_sink ? p.sinks[tile.head] : 0.f;
     softmax.finalize(o_rc, score.softmax_scale_log2, has_sink, sink, lse);
     cute::cp_async_wait<0>();
     __syncthreads();
-    Epilogue::store(p, bi, tile.m_block, acc_o, lse, smem, tidx);
+    Epilogue::store_rows(p, static_cast<Element*>(p.out) + bi.o_offset, RowMap{ip.pack, p.o_row_stride, ip.o_pack_stride},
+                         p.lse != nullptr ? p.lse + bi.lse_offset : nullptr, RowMap{ip.pack, 1, ip.lse_pack_stride},
+                         row0, bi.sq - row0, acc_o, lse, smem, tidx);
+  }
+
+  // The Q tile's cp.async (committed with the mainloop's first K load), rows placed by the PackGQA map.
+  FLASHATTN_DEVICE static void load_q(const FwdInferParams& ip, const BlockInfo& bi, int row0, Element* smem,
+                                      int tidx) {
+    const FwdParams& p = ip.p;
+    Tensor s_q = make_tensor(make_smem_ptr(smem), typename Traits::SmemLayoutQ{});
+    typename Traits::GmemTiledCopyQKV g2s;
+    auto thr_g2s = g2s.get_thread_slice(tidx);
+    Tensor t_qs = thr_g2s.partition_D(s_q);
+    Tensor t_qc = thr_g2s.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    Tensor pred_col = make_tensor<bool>(make_shape(size<2>(t_qs)));
+    CUTE_UNROLL
+    for (int k = 0; k < size(pred_col); ++k) pred_col(k) = get<1>(t_qc(0, 0, k)) < p.head_dim;
+    const Element* q = static_cast<const Element*>(p.q) + bi.q_offset;
+    const RowMap q_map{ip.pack, p.q_row_stride, ip.q_pack_stride};
+    copy_rows_g2s<true>(t_qs, t_qc, pred_col, bi.sq - row0, [&](int, int r) { return q + q_map(row0 + r); });
   }
 
   // fp32 partials straight from the accumulator fragment: each thread holds pairs of adjacent columns, so
@@ -114,13 +143,15 @@ struct FwdInferKernelSm80 {
     const SeqInfo s = seq_info(p, tile.batch);
     const bool varlen_q = p.cu_seqlens_q != nullptr;
     const int row0 = tile.m_block * kBlockM;
-    const int rows_left = static_cast<int>(s.sq) - row0;
-    const int64_t first_row = (varlen_q ? s.q_start : 0) + row0;
+    const int rows_left = static_cast<int>(s.sq) * ip.pack - row0;
+    const int64_t first_token = varlen_q ? s.q_start : 0;
     const int64_t b_off = varlen_q ? 0 : tile.batch;
     float* o_base = p.out_accum + tile.split * ip.oa_split_stride + b_off * ip.oa_batch_stride +
-                    first_row * ip.oa_row_stride + tile.head * ip.oa_head_stride;
+                    first_token * ip.oa_row_stride + tile.head * ip.oa_head_stride;
     float* l_base = p.lse_accum + tile.split * ip.la_split_stride + b_off * ip.la_batch_stride +
-                    first_row * ip.la_row_stride + tile.head * ip.la_head_stride;
+                    first_token * ip.la_row_stride + tile.head * ip.la_head_stride;
+    const RowMap o_map{ip.pack, ip.oa_row_stride, ip.oa_pack_stride};
+    const RowMap l_map{ip.pack, ip.la_row_stride, ip.la_pack_stride};
     typename Traits::TiledMma tiled_mma;
     auto thr_mma = tiled_mma.get_thread_slice(tidx);
     Tensor coord = rowcol_view(thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})));
@@ -130,14 +161,14 @@ struct FwdInferKernelSm80 {
     for (int mi = 0; mi < kNRows; ++mi) {
       const int r = get<0>(coord(mi, 0));
       if (r >= rows_left) continue;
-      float* o_row = o_base + r * ip.oa_row_stride;
+      float* o_row = o_base + o_map(row0 + r);
       CUTE_UNROLL
       for (int nj = 0; nj < size<1>(o_rc); nj += 2) {
         const int c = get<1>(coord(mi, nj));
         // head_dim is a multiple of 8 and c is even: the pair is in bounds whenever c is.
         if (c < p.head_dim) *reinterpret_cast<float2*>(o_row + c) = make_float2(o_rc(mi, nj), o_rc(mi, nj + 1));
       }
-      if (get<1>(coord(0, 0)) == 0) l_base[r * ip.la_row_stride] = lse[mi];
+      if (get<1>(coord(0, 0)) == 0) l_base[l_map(row0 + r)] = lse[mi];
     }
   }
 };
@@ -154,7 +185,7 @@ void launch_fwd_infer_sm80(const FwdInferParams& ip, cudaStream_t stream) {
   auto* fn = &fwd_infer_kernel_sm80<Kernel, Traits::kNThreads>;
   constexpr int smem = Traits::kSmemBytes;
   if (smem > 48 * 1024) cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const int64_t ctas = static_cast<int64_t>(Kernel::num_m_blocks(ip.p)) * ip.num_splits * ip.p.batch * ip.p.nheads;
+  const int64_t ctas = static_cast<int64_t>(Kernel::num_m_blocks(ip)) * ip.num_splits * ip.p.batch * ip.p.nheads;
   if (ctas <= 0) return;
   fn<<<dim3(static_cast<unsigned>(ctas)), dim3(Traits::kNThreads), smem, stream>>>(ip);
 }

@@ -52,7 +52,7 @@ FLASHATTN_DEVICE void gemm_rs(TC& acc, TA const& r_a, TB& r_b, SB const& s_b, Ti
 }
 
 // Kv: K/V addressing (paged_kv.cuh). KvDense is the plain forward's code exactly; KvPaged swaps only the
-// three K/V tile loads for per-row page lookups.
+// three K/V tile loads for per-row page lookups, with each block's table entries read ahead of its loads.
 template <typename Traits, typename Kv = KvDense>
 struct MainloopFwdSm80 {
   using Element = typename Traits::Element;
@@ -62,11 +62,12 @@ struct MainloopFwdSm80 {
   using Softmax = OnlineSoftmax<Traits::kRowsPerThread>;
 
   // Runs key blocks [range.n_min, range.n_max) of query block m_block into acc_o / softmax.
-  // smem: Q tile, then K tile, then V tile (Traits::kSmemBytes).
-  template <typename Mask, typename Score, typename TensorO>
+  // smem: Q tile, then K tile, then V tile (Traits::kSmemBytes). kLoadQ false: the caller has issued the
+  // Q tile's cp.async already (the inference kernel's PackGQA rows); bi.sq counts the tile's rows.
+  template <bool kLoadQ = true, typename Mask, typename Score, typename TensorO>
   FLASHATTN_DEVICE static void run(const FwdParams& p, const BlockInfo& bi, int m_block, const BlockRange& range,
                                    const Mask& mask, const Score& score, Softmax& softmax, TensorO& acc_o,
-                                   Element* smem, int tidx, const Kv& kv = Kv{}) {
+                                   Element* smem, int tidx, Kv kv = Kv{}) {
     Tensor s_q = make_tensor(make_smem_ptr(smem), typename Traits::SmemLayoutQ{});
     Tensor s_k = make_tensor(make_smem_ptr(smem + Traits::kSmemElemsQ), typename Traits::SmemLayoutKV{});
     Tensor s_v =
@@ -101,10 +102,11 @@ struct MainloopFwdSm80 {
     for (int k = 0; k < size(pred_col); ++k) pred_col(k) = get<1>(t_qc(0, 0, k)) < p.head_dim;
 
     const int row0 = m_block * kBlockM;
-    copy_tile_g2s<true>(g2s, t_qg, t_qs, t_qc, pred_col, bi.sq - row0);
+    if constexpr (kLoadQ) copy_tile_g2s<true>(g2s, t_qg, t_qs, t_qc, pred_col, bi.sq - row0);
     if (range.n_max > range.n_min) {
       const int n = range.n_max - 1;
       if constexpr (Kv::kPaged) {
+        kv.template prefetch<kBlockN>(n, t_kvc);
         kv.template load<false, true, kBlockN>(n, t_ks, t_kvc, pred_col, bi.sk - n * kBlockN);
       } else {
         copy_tile_g2s<true>(g2s, t_kg(_, _, _, n), t_ks, t_kvc, pred_col, bi.sk - n * kBlockN);
@@ -162,6 +164,7 @@ struct MainloopFwdSm80 {
       // Only a masked block can be the key tail: unmasked blocks load V with no row predicates.
       if constexpr (Kv::kPaged) {
         kv.template load<true, kMasked, kBlockN>(n, t_vs, t_kvc, pred_col, bi.sk - n * kBlockN);
+        if (n > range.n_min) kv.template prefetch<kBlockN>(n - 1, t_kvc);
       } else {
         copy_tile_g2s<kMasked>(g2s, t_vg(_, _, _, n), t_vs, t_kvc, pred_col, bi.sk - n * kBlockN);
       }
