@@ -3,7 +3,7 @@
 duration (torch.profiler / Kineto trace), for flashattn (dense and paged) and torch SDPA's FLASH and CUDNN
 backends on the same inputs. It answers "where does the decode time go" without ncu.
 
-Usage: python bench/profile_decode.py [--batch 1 32] [--seqlen 8192] [--page 16]
+Usage: python bench/profile_decode.py [--batch 1 32] [--seqlen 8192] [--seqlen-q 1 4] [--page 16]
 """
 
 import argparse
@@ -48,6 +48,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--seqlen", type=int, default=8192)
+    ap.add_argument("--seqlen-q", type=int, nargs="+", default=[1])
     ap.add_argument("--page", type=int, default=16)
     args = ap.parse_args()
     import torch
@@ -56,9 +57,9 @@ def main():
 
     import flashattn
     h, hk, d, dt = 32, 8, 128, torch.bfloat16
-    for b in args.batch:
+    for b, sq in [(b, sq) for sq in args.seqlen_q for b in args.batch]:
         L, page = args.seqlen, args.page
-        q, k, v, seqlens, kp, vp, table = C.decode_inputs(torch, b, 1, L, h, hk, d, dt, page)
+        q, k, v, seqlens, kp, vp, table = C.decode_inputs(torch, b, sq, L, h, hk, d, dt, page)
         qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
         def sdpa(backend):
@@ -72,7 +73,7 @@ def main():
                   lambda: flashattn.flash_attn_with_kvcache(q, kp, vp, cache_seqlens=seqlens, block_table=table)),
                  ("fa2", sdpa(SDPBackend.FLASH_ATTENTION)), ("cudnn", sdpa(SDPBackend.CUDNN_ATTENTION))]
         kv_mb = 2 * b * L * hk * d * 2 / 1e6
-        print(f"\n== decode b{b} L{L} h{h}/{hk} d{d} bf16: K+V {kv_mb:.1f} MB")
+        print(f"\n== decode b{b} q{sq} L{L} h{h}/{hk} d{d} bf16: K+V {kv_mb:.1f} MB")
         for name, fn in impls:
             try:
                 rows = kernel_table(torch, fn)

@@ -11,13 +11,14 @@
 #   FAMILIES=fwd;bwd;fwd_infer   FLASHATTN_FAMILIES (naming a family builds it even while validated = false)
 #   JOBS=$(nproc)      parallel nvcc jobs
 #   STEPS="build regs sass test sanitize bench"   steps to run, in this order
-#                      (also: pytest, suite, profile, pack, sweep)
+#                      (also: pytest, checks = test + pytest side by side, suite, profile, pack, sweep)
 #   BUILD=dir          build tree; or a folder of binaries built elsewhere (libflashattn.so*, the
 #                      flashattn_gpu_*tests executables, flashattn-bench) with STEPS leaving out build
 #   BENCH_ARGS=...     extra arguments of bench/quick_fwd_vs_fa2.py
 #   SUITES="bwd decode" SUITE_ARGS="--quick --dtype bf16"   step suite: bench/bench.py suites, JSON into $OUT
 #   GTEST_FILTER=...   step test: a gtest filter for every GPU test executable
 #   TEST_TIMEOUT=300   seconds each test executable (and pytest) may run: a hang costs minutes, not the call
+#   PROFILE_ARGS=...   step profile: arguments of bench/profile_decode.py (e.g. --batch 1 32 --seqlen-q 1 4)
 # New steps: add a step_<name> function and name it in STEPS; it appends to SUMMARY.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -109,35 +110,64 @@ find_bin() { find "$BUILD" -maxdepth 3 -name "$1" -type f | head -1; }
 lib_path() { find "$BUILD" -maxdepth 1 -name 'libflashattn.so*' -type f | head -1; }
 export LD_LIBRARY_PATH="$BUILD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-# The gtest executables run directly (no ctest tree needed, so carried binaries work the same way).
+# The gtest executables run directly (no ctest tree needed, so carried binaries work the same way), all
+# three at once: their fp64 host references keep the CPU cores busy while the GPU waits, so running them
+# side by side costs the time of the longest one rather than the sum.
 step_test() {
-  local t0=$SECONDS rc=0 exe name
+  local t0=$SECONDS rc=0 exe name pids=()
   : >"$OUT/gtest.log"
   for name in flashattn_gpu_tests flashattn_gpu_bwd_tests flashattn_gpu_kvcache_tests; do
     exe=$(find_bin "$name")
     [ -n "$exe" ] || { echo "missing $name" >>"$OUT/gtest.log"; rc=1; continue; }
-    echo "==== $name" >>"$OUT/gtest.log"
-    timeout "${TEST_TIMEOUT:-300}" "$exe" --gtest_filter="${GTEST_FILTER:-*}" >>"$OUT/gtest.log" 2>&1 || {
-      echo "==== $name exited with $?" >>"$OUT/gtest.log"
-      rc=1
-    }
+    (
+      timeout "${TEST_TIMEOUT:-300}" "$exe" --gtest_filter="${GTEST_FILTER:-*}" >"$OUT/gtest-$name.part" 2>&1
+      echo $? >"$OUT/gtest-$name.rc"
+    ) &
+    pids+=($!)
+  done
+  [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
+  for name in flashattn_gpu_tests flashattn_gpu_bwd_tests flashattn_gpu_kvcache_tests; do
+    [ -f "$OUT/gtest-$name.rc" ] || continue
+    {
+      echo "==== $name"
+      cat "$OUT/gtest-$name.part"
+      [ "$(cat "$OUT/gtest-$name.rc")" = 0 ] || echo "==== $name exited with $(cat "$OUT/gtest-$name.rc")"
+    } >>"$OUT/gtest.log"
+    [ "$(cat "$OUT/gtest-$name.rc")" = 0 ] || rc=1
+    rm -f "$OUT/gtest-$name.part" "$OUT/gtest-$name.rc"
   done
   local passed failed skipped
   passed=$(grep -c '^\[       OK \]' "$OUT/gtest.log")
   failed=$(grep -c '^\[  FAILED  \] .*(' "$OUT/gtest.log")
   skipped=$(grep -c 'kernel not in this build' "$OUT/gtest.log")
   add test "$([ $rc = 0 ] && echo ok || echo FAIL)" "$passed passed, $failed failed, $skipped not-built notes ($((SECONDS - t0)) s)"
-  grep -E '^\[  FAILED  \] .*\(' "$OUT/gtest.log" | head -30
+  grep -E '^\[  FAILED  \] .*\(|exited with' "$OUT/gtest.log" | head -30
 }
 
 # The Python GPU suite against this build's library.
-step_pytest() {
-  local t0=$SECONDS
+run_pytest() {
   FLASHATTN_LIBRARY="$(lib_path)" PYTHONPATH="$root/python" timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -m gpu --maxfail=20 -p no:cacheprovider \
     "$root/tests/python" >"$OUT/pytest.log" 2>&1
-  local rc=$?
-  add pytest "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(tail -1 "$OUT/pytest.log") ($((SECONDS - t0)) s)"
+}
+pytest_summary() {
+  add pytest "$([ "$1" = 0 ] && echo ok || echo FAIL)" "$(tail -1 "$OUT/pytest.log") ($2 s)"
   grep -E '^FAILED|Error' "$OUT/pytest.log" | head -20
+}
+step_pytest() {
+  local t0=$SECONDS
+  run_pytest
+  pytest_summary $? $((SECONDS - t0))
+}
+
+# Steps test and pytest side by side (the validation run of a full build).
+step_checks() {
+  local t0=$SECONDS pid rc
+  run_pytest &
+  pid=$!
+  step_test
+  wait $pid
+  rc=$?
+  pytest_summary $rc $((SECONDS - t0))
 }
 
 # bench/bench.py suites through the Python binding; the result JSON lands in $OUT.
@@ -197,7 +227,7 @@ step_pack() {
 
 # Kernel-level decode profile (grid, block, duration of every kernel of one call; bench/profile_decode.py).
 step_profile() {
-  FLASHATTN_LIBRARY="$(lib_path)" PYTHONUNBUFFERED=1 python3 "$root/bench/profile_decode.py" >"$OUT/profile.log" 2>&1
+  FLASHATTN_LIBRARY="$(lib_path)" PYTHONUNBUFFERED=1 python3 "$root/bench/profile_decode.py" ${PROFILE_ARGS:-} >"$OUT/profile.log" 2>&1
   local rc=$?
   add profile "$([ $rc = 0 ] && echo ok || echo FAIL)" "see profile.log"
   cat "$OUT/profile.log"

@@ -714,6 +714,7 @@ TEST(GpuKvCache, GraphReplayWithChangedMetadata) {
   a.block_table = dbt.desc(bt);
   a.rotary_cos = dcos.desc(cos_t);
   a.rotary_sin = dsin.desc(sin_t);
+  a.rotary_interleaved = c.interleaved ? 1 : 0;  // args_init's default is GPT-J (interleaved), like flash_attn
   a.opt.causal = 1;
   size_t ws_bytes = 0;
   ASSERT_EQ(flashattn_kvcache_workspace_size(&a, &ws_bytes), FLASHATTN_STATUS_OK) << flashattn_last_error();
