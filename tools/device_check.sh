@@ -11,7 +11,8 @@
 #   FAMILIES=fwd;bwd;fwd_infer   FLASHATTN_FAMILIES (naming a family builds it even while validated = false)
 #   JOBS=$(nproc)      parallel nvcc jobs
 #   STEPS="build regs sass test sanitize bench"   steps to run, in this order
-#                      (also: pytest, checks = test + pytest side by side, suite, profile, pack, sweep)
+#                      (also: pytest, checks = test + pytest side by side, suite, profile, overhead, pack,
+#                      sweep)
 #   BUILD=dir          build tree; or a folder of binaries built elsewhere (libflashattn.so*, the
 #                      flashattn_gpu_*tests executables, flashattn-bench) with STEPS leaving out build
 #   BENCH_ARGS=...     extra arguments of bench/quick_fwd_vs_fa2.py
@@ -223,6 +224,15 @@ step_pack() {
   done
   tar -C "$dir" -cf - . | xz -T0 -6 >"$OUT/binaries.tar.xz"
   add pack ok "binaries.tar.xz $(du -h "$OUT/binaries.tar.xz" | cut -f1)"
+}
+
+# Host overhead of one flash_attn_func forward call against torch SDPA (bench/host_overhead.py), JSON in $OUT.
+step_overhead() {
+  FLASHATTN_LIBRARY="$(lib_path)" PYTHONPATH="$root/python" PYTHONUNBUFFERED=1 python3 "$root/bench/host_overhead.py" \
+    --device cuda --json "$OUT/host-overhead.json" >"$OUT/overhead.log" 2>&1
+  local rc=$?
+  add overhead "$([ $rc = 0 ] && echo ok || echo FAIL)" "see overhead.log"
+  cat "$OUT/overhead.log"
 }
 
 # Kernel-level decode profile (grid, block, duration of every kernel of one call; bench/profile_decode.py).
