@@ -75,7 +75,7 @@ for line in open(sys.argv[1], errors="replace"):
 names = subprocess.run(["c++filt"], input="\n".join(r[0] for r in rows), capture_output=True, text=True).stdout.split("\n")
 def short(s):
     s = s.replace("flashattn::kern::", "").replace("cutlass::", "")
-    m = re.search(r"FwdTraitsSm80<(\d+), (\d+), (\d+), (\d+), (\w+)>, MaskPolicy<(\w+), (\w+)>, ScorePolicy<(\w+), (\w+)>", s)
+    m = re.search(r"FwdTraitsSm80<(\d+), (\d+), (\d+), (\d+), (\w+)>, MaskPolicy<(\w+), (\w+)(?:, \w+)?>, ScorePolicy<(\w+), (\w+)>", s)
     if m:
         d, bm, bn, w, t, c, l, sc, al = m.groups()
         mask = "causal" if c == "true" else ("local" if l == "true" else "none")

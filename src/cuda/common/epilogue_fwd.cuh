@@ -25,48 +25,43 @@ struct EpilogueFwd {
   FLASHATTN_DEVICE static void store(const FwdParams& p, const BlockInfo& bi, int m_block, TensorO const& acc_o,
                                      const float (&lse)[kNRows], Element* smem, int tidx) {
     const int row0 = m_block * kBlockM;
-    store_rows(p, static_cast<Element*>(p.out) + bi.o_offset, RowMap{1, p.o_row_stride, 0},
-               p.lse != nullptr ? p.lse + bi.lse_offset : nullptr, RowMap{1, 1, 0}, row0, bi.sq - row0, acc_o, lse,
-               smem, tidx);
+    const int rows_left = bi.sq - row0;
+    if (p.lse != nullptr) {
+      float* lse_ptr = p.lse + bi.lse_offset + row0;
+      store_lse(lse, rows_left, tidx, [&](int r) { return lse_ptr + r; });
+    }
+    Tensor t_r = stage_o(acc_o, smem, tidx);
+
+    // 16 bytes per thread per chunk, predicated on row and head_dim.
+    Tensor m_o = make_tensor(make_gmem_ptr(static_cast<Element*>(p.out) + bi.o_offset),
+                             make_shape(bi.sq, p.head_dim), make_stride(p.o_row_stride, _1{}));
+    Tensor g_o = local_tile(m_o, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));
+    typename Traits::GmemTiledCopyO s2g;
+    auto thr_s2g = s2g.get_thread_slice(tidx);
+    Tensor t_g = thr_s2g.partition_D(g_o);
+    Tensor t_c = thr_s2g.partition_D(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    CUTE_UNROLL
+    for (int m = 0; m < size<1>(t_g); ++m) {
+      if (get<0>(t_c(0, m, 0)) < rows_left) {
+        CUTE_UNROLL
+        for (int k = 0; k < size<2>(t_g); ++k) {
+          if (get<1>(t_c(0, m, k)) < p.head_dim) copy(s2g, t_r(_, m, k), t_g(_, m, k));
+        }
+      }
+    }
   }
 
-  // The same with rows placed by RowMaps (PackGQA): tile row r goes to out + o_map(row0 + r) and
-  // lse + lse_map(row0 + r); lse may be null.
+  // The same with rows placed by RowMaps (the inference kernel's PackGQA): tile row r goes to
+  // out + o_map(row0 + r) and lse + lse_map(row0 + r); lse may be null. (The plain forward keeps its
+  // tiled store above: the row-pointer form changed its register allocation and spills.)
   template <typename TensorO, int kNRows>
   FLASHATTN_DEVICE static void store_rows(const FwdParams& p, Element* out, RowMap o_map, float* lse_out,
                                           RowMap lse_map, int row0, int rows_left, TensorO const& acc_o,
                                           const float (&lse)[kNRows], Element* smem, int tidx) {
-    typename Traits::TiledMma tiled_mma;
-    auto thr_mma = tiled_mma.get_thread_slice(tidx);
-
-    // LSE: quad lane 0 (the thread holding column 0 of its rows) writes each row once.
-    if (lse_out != nullptr) {
-      Tensor coord = rowcol_view(thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})));
-      static_assert(decltype(size<0>(coord))::value == kNRows);
-      if (get<1>(coord(0, 0)) == 0) {
-        CUTE_UNROLL
-        for (int mi = 0; mi < kNRows; ++mi) {
-          const int r = get<0>(coord(mi, 0));
-          if (r < rows_left) lse_out[lse_map(row0 + r)] = lse[mi];
-        }
-      }
-    }
-
-    // Registers -> shared (swizzled like Q, so the 32-bit fragment stores spread over banks).
-    Tensor r_o = convert_fragment<Element>(acc_o);
-    Tensor s_o = make_tensor(make_smem_ptr(smem), typename Traits::SmemLayoutO{});
-    auto r2s = make_tiled_copy_C(Copy_Atom<DefaultCopy, Element>{}, tiled_mma);
-    auto thr_r2s = r2s.get_thread_slice(tidx);
-    copy(r2s, thr_r2s.retile_S(r_o), thr_r2s.partition_D(s_o));
-    __syncthreads();
-
-    // Shared -> global, 16 bytes per thread per chunk, predicated on row and head_dim.
+    if (lse_out != nullptr) store_lse(lse, rows_left, tidx, [&](int r) { return lse_out + lse_map(row0 + r); });
+    Tensor t_r = stage_o(acc_o, smem, tidx);
     typename Traits::GmemTiledCopyO s2g;
-    auto thr_s2g = s2g.get_thread_slice(tidx);
-    Tensor t_s = thr_s2g.partition_S(s_o);
-    Tensor t_r = make_tensor<Element>(shape(t_s));
-    copy(s2g, t_s, t_r);
-    Tensor t_c = thr_s2g.partition_D(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    Tensor t_c = s2g.get_thread_slice(tidx).partition_D(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
     CUTE_UNROLL
     for (int m = 0; m < size<1>(t_r); ++m) {
       const int r = get<0>(t_c(0, m, 0));
@@ -79,6 +74,42 @@ struct EpilogueFwd {
         }
       }
     }
+  }
+
+ private:
+  // LSE: quad lane 0 (the thread holding column 0 of its rows) writes each row once; row_ptr(r) is the
+  // float of tile row r.
+  template <int kNRows, typename RowPtr>
+  FLASHATTN_DEVICE static void store_lse(const float (&lse)[kNRows], int rows_left, int tidx, RowPtr const& row_ptr) {
+    typename Traits::TiledMma tiled_mma;
+    auto thr_mma = tiled_mma.get_thread_slice(tidx);
+    Tensor coord = rowcol_view(thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})));
+    static_assert(decltype(size<0>(coord))::value == kNRows);
+    if (get<1>(coord(0, 0)) == 0) {
+      CUTE_UNROLL
+      for (int mi = 0; mi < kNRows; ++mi) {
+        const int r = get<0>(coord(mi, 0));
+        if (r < rows_left) *row_ptr(r) = lse[mi];
+      }
+    }
+  }
+
+  // Registers -> shared (swizzled like Q, so the 32-bit fragment stores spread over banks) -> registers
+  // in the layout of the 16-byte global stores.
+  template <typename TensorO>
+  FLASHATTN_DEVICE static auto stage_o(TensorO const& acc_o, Element* smem, int tidx) {
+    typename Traits::TiledMma tiled_mma;
+    Tensor r_o = convert_fragment<Element>(acc_o);
+    Tensor s_o = make_tensor(make_smem_ptr(smem), typename Traits::SmemLayoutO{});
+    auto r2s = make_tiled_copy_C(Copy_Atom<DefaultCopy, Element>{}, tiled_mma);
+    auto thr_r2s = r2s.get_thread_slice(tidx);
+    copy(r2s, thr_r2s.retile_S(r_o), thr_r2s.partition_D(s_o));
+    __syncthreads();
+    typename Traits::GmemTiledCopyO s2g;
+    Tensor t_s = s2g.get_thread_slice(tidx).partition_S(s_o);
+    Tensor t_r = make_tensor<Element>(shape(t_s));
+    copy(s2g, t_s, t_r);
+    return t_r;
   }
 };
 

@@ -3,7 +3,8 @@
 // (CUTLASS FMHA's trip-count idea). Masks are bottom-right aligned (docs/semantics.md):
 //   row i sees key j iff j < sk, j >= i + sk - sq - window_left (if left >= 0),
 //                            j <= i + sk - sq + window_right (if right >= 0).
-// With PackGQA (the inference kernel), tile row r is query token r / pack: `sq` arguments count rows.
+// kPacked (the inference kernel's PackGQA): tile row r is query token r / pack, and `sq` arguments count
+// rows. A compile-time switch: a run-time pack of 1 cost the plain kernels registers.
 #pragma once
 
 #include <cmath>
@@ -25,7 +26,7 @@ struct BlockRange {
   }
 };
 
-template <bool kCausal_, bool kLocal_>
+template <bool kCausal_, bool kLocal_, bool kPacked = false>
 struct MaskPolicy {
   static constexpr bool kCausal = kCausal_;
   static constexpr bool kLocal = kLocal_;
@@ -34,7 +35,7 @@ struct MaskPolicy {
 
   int window_left = -1;   // -1 = unbounded
   int window_right = -1;  // -1 = unbounded
-  int pack = 1;           // tile rows per query token (PackGQA); 1 folds away in the other kernels
+  int pack = 1;           // tile rows per query token (read only when kPacked)
 
   FLASHATTN_DEVICE explicit MaskPolicy(const FwdParams& p) {
     if (kCausal) {
@@ -50,9 +51,10 @@ struct MaskPolicy {
 
   template <int kBlockM, int kBlockN>
   FLASHATTN_DEVICE BlockRange range(int m_block, int sq, int sk) const {
-    const int off = sk - sq / pack;  // diagonal offset of the bottom-right alignment
-    const int m_first = m_block * kBlockM / pack;
-    const int m_last = (min(m_block * kBlockM + kBlockM, sq) - 1) / pack;
+    const int pk = kPacked ? pack : 1;
+    const int off = sk - sq / pk;  // diagonal offset of the bottom-right alignment
+    const int m_first = m_block * kBlockM / pk;
+    const int m_last = (min(m_block * kBlockM + kBlockM, sq) - 1) / pk;
     BlockRange r;
     r.n_max = ceil_div_int(sk, kBlockN);
     r.n_min = 0;
@@ -74,10 +76,11 @@ struct MaskPolicy {
   // S in (rows, cols) register view; coord gives each element's (row, col) inside the tile.
   template <typename TensorS, typename TensorC>
   FLASHATTN_DEVICE void apply(TensorS& s, TensorC const& coord, int row0, int col0, int sq, int sk) const {
-    const int off = sk - sq / pack;
+    const int pk = kPacked ? pack : 1;
+    const int off = sk - sq / pk;
     CUTE_UNROLL
     for (int mi = 0; mi < size<0>(s); ++mi) {
-      const int row = (row0 + get<0>(coord(mi, 0))) / pack;
+      const int row = (row0 + get<0>(coord(mi, 0))) / pk;
       int col_hi = sk;  // exclusive
       int col_lo = 0;   // inclusive
       if (has_right()) col_hi = min(sk, row + off + window_right + 1);
@@ -94,6 +97,7 @@ struct MaskPolicy {
 using MaskNone = MaskPolicy<false, false>;
 using MaskCausal = MaskPolicy<true, false>;
 using MaskLocal = MaskPolicy<false, true>;
+using MaskLocalPacked = MaskPolicy<false, true, true>;  // fwd_infer: local and causal, PackGQA-aware
 
 }  // namespace kern
 }  // namespace flashattn

@@ -192,7 +192,7 @@ void launch_fwd_infer_sm80(const FwdInferParams& ip, cudaStream_t stream) {
 
 }  // namespace kern
 
-// Entry point called by the generated TUs: mask (none / local, causal included) and score policy
+// Entry point called by the generated TUs: mask (none / local, causal included, PackGQA-aware) and score policy
 // (plain / general) are run-time switches over four instantiations.
 template <typename T, int kHeadDim, bool kPaged>
 void run_fwd_infer_sm80(const FwdInferParams& ip, cudaStream_t stream) {
@@ -203,9 +203,9 @@ void run_fwd_infer_sm80(const FwdInferParams& ip, cudaStream_t stream) {
   const bool local = p.is_causal || p.window_left >= 0 || p.window_right >= 0;
   if (local) {
     if (general) {
-      kern::launch_fwd_infer_sm80<Traits, kern::MaskLocal, kern::ScoreGeneral, kPaged>(ip, stream);
+      kern::launch_fwd_infer_sm80<Traits, kern::MaskLocalPacked, kern::ScoreGeneral, kPaged>(ip, stream);
     } else {
-      kern::launch_fwd_infer_sm80<Traits, kern::MaskLocal, kern::ScorePlain, kPaged>(ip, stream);
+      kern::launch_fwd_infer_sm80<Traits, kern::MaskLocalPacked, kern::ScorePlain, kPaged>(ip, stream);
     }
   } else if (general) {
     kern::launch_fwd_infer_sm80<Traits, kern::MaskNone, kern::ScoreGeneral, kPaged>(ip, stream);
