@@ -406,6 +406,14 @@ def run_decode(torch, args, dtype, ceiling, quick):
                                                                          block_table=table), None),
             ("flashattn", None, lambda: flashattn.flash_attn_with_kvcache(q, k, v, cache_seqlens=seqlens), None),
         ]
+        if args.compare_64row:
+            def paged_64row():
+                os.environ["FLASHATTN_DECODE_TILE"] = "0"
+                try:
+                    return flashattn.flash_attn_with_kvcache(q, kp, vp, cache_seqlens=seqlens, block_table=table)
+                finally:
+                    del os.environ["FLASHATTN_DECODE_TILE"]
+            impls.append(("flashattn_64row", page, paged_64row, None))
         qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         for peer in ("fa2", "cudnn", "efficient"):
             impls.append((peer, None, lambda: F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True),
@@ -454,7 +462,7 @@ def report(suite, records, ceiling=None):
             print(f"\n-- {'CUDA-graph replay' if graph else 'eager, event-timed'} (TB/s of K+V read;"
                   f" read ceiling {ceiling or float('nan'):.2f} TB/s) --")
             print("\n".join(C.format_table(sub, ["fa2", "cudnn"], ours_filter=paged, unit="TB/s, paged flashattn")))
-            print("\n".join(C.summary_lines(sub, ["fa2", "cudnn", "efficient"], ours_filter=paged)))
+            print("\n".join(C.summary_lines(sub, ["fa2", "cudnn", "efficient", "flashattn_64row"], ours_filter=paged)))
             if ceiling:
                 fr = [r["tbps"] / ceiling for r in sub if r["impl"] == "flashattn" and paged(r)]
                 big = [r["tbps"] / ceiling for r in sub if r["impl"] == "flashattn" and paged(r) and r["batch"] >= 8]
@@ -493,6 +501,8 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="cpu suite: threads for both (0 = all cores)")
     ap.add_argument("--cpu-bwd", action="store_true", help="cpu suite: time the backward too")
     ap.add_argument("--no-write", action="store_true", help="print the tables only")
+    ap.add_argument("--compare-64row", action="store_true",
+                    help="decode suite: also time paged flashattn on the 64-row kernel (FLASHATTN_DECODE_TILE=0)")
     return ap.parse_args(argv)
 
 

@@ -14,7 +14,12 @@
 #                      (also: pytest, checks = test + pytest side by side, suite, profile, overhead, pack,
 #                      sweep)
 #   BUILD=dir          build tree; or a folder of binaries built elsewhere (libflashattn.so*, the
-#                      flashattn_gpu_*tests executables, flashattn-bench) with STEPS leaving out build
+#                      flashattn_gpu_*tests executables, flashattn-bench) with STEPS leaving out build.
+#                      The Python steps (pytest, suite, profile, overhead) need a library built with the
+#                      toolchain torch's process shares: a library built on the GPU host (its default
+#                      /opt/gcc g++ 13, libstdc++ not linked dynamically) segfaults on its first call from
+#                      torch, while the C++ tests pass. Carry one built on the development machine for them.
+#   TEST_RUNS=...      step test: executables to run side by side, NAME@VAR=VALUE for an environment
 #   BENCH_ARGS=...     extra arguments of bench/quick_fwd_vs_fa2.py
 #   SUITES="bwd decode" SUITE_ARGS="--quick --dtype bf16"   step suite: bench/bench.py suites, JSON into $OUT
 #   GTEST_FILTER=...   step test: a gtest filter for every GPU test executable
@@ -81,6 +86,13 @@ def short(s):
         mask = "causal" if c == "true" else ("local" if l == "true" else "none")
         score = "general" if sc == "true" else "plain"
         return f"fwd {t:11s} d{d:<4s} {bm}x{bn} {w}w mask={mask:6s} score={score}"
+    m = re.search(r"FwdDecodeKernelSm80<(\w+), (\d+), (\d+), MaskPolicy<(\w+), (\w+)(?:, \w+)?>, ScorePolicy<(\w+), (\w+)>, (\w+)>", s)
+    if m:
+        t, d, bn, c, l, sc, al, paged = m.groups()
+        mask = "causal" if c == "true" else ("local" if l == "true" else "none")
+        score = "general" if sc == "true" else "plain"
+        kv = " paged" if paged == "true" else ""
+        return f"decode {t:11s} d{d:<4s} 16x{bn} 4w mask={mask:6s} score={score}{kv}"
     return s[:110]
 print(f"{'kernel':64s} {'arch':6s} {'regs':>4s} {'stack':>6s} {'spill_st':>8s} {'spill_ld':>8s}")
 for (n, a, r, sp), dn in sorted(zip(rows, names), key=lambda x: short(x[1] or x[0][0])):
@@ -114,28 +126,34 @@ export LD_LIBRARY_PATH="$BUILD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # The gtest executables run directly (no ctest tree needed, so carried binaries work the same way), all
 # three at once: their fp64 host references keep the CPU cores busy while the GPU waits, so running them
 # side by side costs the time of the longest one rather than the sum.
+# TEST_RUNS: executables to run side by side; NAME@VAR=VALUE runs NAME with that environment (the KV-cache
+# grid runs a second time on the 64-row kernel, so both inference kernels see every case).
+TEST_RUNS="${TEST_RUNS:-flashattn_gpu_tests flashattn_gpu_bwd_tests flashattn_gpu_kvcache_tests flashattn_gpu_kvcache_tests@FLASHATTN_DECODE_TILE=0}"
 step_test() {
-  local t0=$SECONDS rc=0 exe name pids=()
+  local t0=$SECONDS rc=0 exe run tag envs pids=()
   : >"$OUT/gtest.log"
-  for name in flashattn_gpu_tests flashattn_gpu_bwd_tests flashattn_gpu_kvcache_tests; do
-    exe=$(find_bin "$name")
-    [ -n "$exe" ] || { echo "missing $name" >>"$OUT/gtest.log"; rc=1; continue; }
+  for run in $TEST_RUNS; do
+    tag=${run//[@=]/_}
+    envs=; [[ $run == *@* ]] && envs=${run#*@}
+    exe=$(find_bin "${run%%@*}")
+    [ -n "$exe" ] || { echo "missing ${run%%@*}" >>"$OUT/gtest.log"; rc=1; continue; }
     (
-      timeout "${TEST_TIMEOUT:-300}" "$exe" --gtest_filter="${GTEST_FILTER:-*}" >"$OUT/gtest-$name.part" 2>&1
-      echo $? >"$OUT/gtest-$name.rc"
+      env $envs timeout "${TEST_TIMEOUT:-300}" "$exe" --gtest_filter="${GTEST_FILTER:-*}" >"$OUT/gtest-$tag.part" 2>&1
+      echo $? >"$OUT/gtest-$tag.rc"
     ) &
     pids+=($!)
   done
   [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
-  for name in flashattn_gpu_tests flashattn_gpu_bwd_tests flashattn_gpu_kvcache_tests; do
-    [ -f "$OUT/gtest-$name.rc" ] || continue
+  for run in $TEST_RUNS; do
+    tag=${run//[@=]/_}
+    [ -f "$OUT/gtest-$tag.rc" ] || continue
     {
-      echo "==== $name"
-      cat "$OUT/gtest-$name.part"
-      [ "$(cat "$OUT/gtest-$name.rc")" = 0 ] || echo "==== $name exited with $(cat "$OUT/gtest-$name.rc")"
+      echo "==== $run"
+      cat "$OUT/gtest-$tag.part"
+      [ "$(cat "$OUT/gtest-$tag.rc")" = 0 ] || echo "==== $run exited with $(cat "$OUT/gtest-$tag.rc")"
     } >>"$OUT/gtest.log"
-    [ "$(cat "$OUT/gtest-$name.rc")" = 0 ] || rc=1
-    rm -f "$OUT/gtest-$name.part" "$OUT/gtest-$name.rc"
+    [ "$(cat "$OUT/gtest-$tag.rc")" = 0 ] || rc=1
+    rm -f "$OUT/gtest-$tag.part" "$OUT/gtest-$tag.rc"
   done
   local passed failed skipped
   passed=$(grep -c '^\[       OK \]' "$OUT/gtest.log")

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -456,6 +457,13 @@ TEST(GpuKvCache, GqaDecode32x8) {
         cases.push_back(c);
       }
   run_and_expect(cases, seed);
+  // One token x 4 packed heads: the 16-row decode tile, unless FLASHATTN_DECODE_TILE=0 asks for the 64-row one.
+  const char* env = std::getenv("FLASHATTN_DECODE_TILE");
+  const bool decode_tile = !(env && std::string(env) == "0");
+  const KvRun r = run_kv(cases.front(), seed + 7);
+  ASSERT_EQ(r.status, FLASHATTN_STATUS_OK) << r.error;
+  EXPECT_EQ(r.plan.block_m, decode_tile ? 16 : 64) << r.plan.kernel;
+  EXPECT_EQ(std::string(r.plan.kernel).find("decode") != std::string::npos, decode_tile) << r.plan.kernel;
 }
 
 // PackGQA at several query tokens (speculative decoding, chunked prefill): tile rows are (token, head)
@@ -493,6 +501,41 @@ TEST(GpuKvCache, PackedGqaMultiToken) {
   EXPECT_NE(std::string(r.plan.kernel).find("packgqa"), std::string::npos) << r.plan.kernel;
 }
 
+// Every instantiated head dim (and two that round up) through both inference kernels: q len 1 and 4 with
+// 4 packed heads (the 16-row decode kernel) and a 20-token chunk (80 rows: the 64-row kernel); dense and
+// paged (per-row and tile-sized pages), fp16 and bf16, split or not, with rotary, windows and softcap.
+TEST(GpuKvCache, EveryHeadDim) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = gputest::fresh_seed("GpuKvCache.EveryHeadDim");
+  std::mt19937_64 rng(seed);
+  std::vector<KvCase> cases;
+  int i = 0;
+  for (int d : {32, 64, 96, 128, 160, 192, 224, 256, 40, 200})
+    for (int sq : {1, 4, 20}) {
+      KvCase c;
+      c.dtype = i % 2 ? FLASHATTN_DTYPE_FP16 : FLASHATTN_DTYPE_BF16;
+      c.d = d;
+      c.h = 8;
+      c.hk = 2;
+      c.sq = sq;
+      c.s_new = sq == 20 ? 0 : sq;
+      c.cap = 700;
+      c.seqlens = random_seqlens(rng, 2, 0, c.cap - c.s_new);
+      c.page = std::vector<int>{16, 0, 7}[i % 3];
+      c.causal = i % 4 != 3;
+      if (!c.causal) {
+        c.wl = 90;
+        c.wr = 3;
+      }
+      c.num_splits = i % 2 ? 0 : 3;
+      c.rotary_dim = i % 4 == 0 ? d / 2 : 0;
+      c.softcap = i % 5 == 2 ? 30.f : 0.f;
+      cases.push_back(c);
+      ++i;
+    }
+  run_and_expect(cases, seed);
+}
+
 // The same sequence alone and among others (different batch sizes, lengths and cache capacities) gives
 // bitwise identical output and LSE in batch-invariant mode, with the heuristic on.
 TEST(GpuKvCache, BatchInvariantMode) {
@@ -507,15 +550,15 @@ TEST(GpuKvCache, BatchInvariantMode) {
       alone.s_new = sq;
       alone.causal = true;
       alone.page = page;
-      alone.cap = 5000;
-      alone.seqlens = {4321};
+      alone.cap = 2600;
+      alone.seqlens = {2321};  // three batch-invariant chunks of 1024 keys
       alone.seq_seeds = {seed ^ 0x5eed};
       alone.num_splits = 0;
       alone.batch_invariant = true;
       alone.sinks = false;
       KvCase crowd = alone;
-      crowd.cap = 9000;
-      crowd.seqlens = {8000, 17, 4321, 2500, 8990 - sq, 1};
+      crowd.cap = 4600;
+      crowd.seqlens = {4000, 17, 2321, 1500, 4590 - sq, 1};
       crowd.seq_seeds = {seed + 11, seed + 12, seed ^ 0x5eed, seed + 13, seed + 14, seed + 15};
       const KvRun ra = run_kv(alone, seed), rc = run_kv(crowd, seed + 1);
       const std::string ma = check_kv(alone, ra), mc = check_kv(crowd, rc);
@@ -560,7 +603,7 @@ TEST(GpuKvCacheSmall, SanitizerShapes) {
     c.sq = i < 3 ? 1 : 5;
     c.s_new = i % 3 == 1 ? c.sq : 0;
     c.cap = 300;
-    c.seqlens = random_seqlens(rng, 2, 0, static_cast<int>(c.cap - c.s_new));
+    c.seqlens = random_seqlens(rng, 2, 0, c.cap - c.s_new);
     c.page = std::vector<int>{0, 16, 7, 128, 0, 16}[i];
     c.rotary_dim = c.s_new ? 64 : 0;
     c.causal = i % 2 == 0;

@@ -2,6 +2,7 @@
 // One CTA of 4 warps per (batch, row, head): the warps share the splits, lanes stride over head_dim.
 // Partials with lse_s = -inf or +inf (a split that saw no key) weigh 0; a row with no key in any split
 // gets out 0, LSE +inf (or the sink).
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -10,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda/common/combine.h"
+#include "cuda/common/pdl.cuh"
 
 namespace flashattn {
 namespace kern {
@@ -67,6 +69,7 @@ __global__ void __launch_bounds__(kWarps * 32) combine_kernel(const CombineParam
   const int b = static_cast<int>(item / (static_cast<int64_t>(p.nheads) * p.seqlen_q));
   const int splits = p.num_splits;
   const bool has_sink = p.sinks != nullptr;
+  wait_for_prerequisite_grid();  // launched early (programmatic launch): the partials are written by now
 
   if (warp == 0) {
     const float* lse_row = p.lse_partial + b * p.lp_batch_stride + h * p.lp_head_stride + r * p.lp_row_stride;
@@ -128,13 +131,41 @@ __global__ void __launch_bounds__(kWarps * 32) combine_kernel(const CombineParam
   }
 }
 
-template <typename T>
-void launch_combine_typed(const CombineParams& p, dim3 grid, cudaStream_t s, bool vec4) {
-  if (vec4) {
-    combine_kernel<T, 4><<<grid, kWarps * 32, 0, s>>>(p);
-  } else {
-    combine_kernel<T, 1><<<grid, kWarps * 32, 0, s>>>(p);
+// Programmatic launch needs the combine's wait: only where the kernel that runs was compiled from sm90+
+// PTX (a newer GPU JIT-compiling the compute_80 PTX gets the wait-free code and a plain launch). Every
+// combine instantiation comes from this TU, so one answer per device serves them all.
+bool programmatic_launch_ok(const void* fn) {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> known[kMaxDevices];  // 0 unknown, 1 yes, 2 no
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
+    (void)cudaGetLastError();
+    return false;
   }
+  int k = known[dev].load(std::memory_order_relaxed);
+  if (k == 0) {
+    cudaFuncAttributes a{};
+    const bool ok = cudaFuncGetAttributes(&a, fn) == cudaSuccess && a.ptxVersion >= 90;
+    (void)cudaGetLastError();
+    k = ok ? 1 : 2;
+    known[dev].store(k, std::memory_order_relaxed);
+  }
+  return k == 1;
+}
+
+template <typename T>
+cudaError_t launch_combine_typed(const CombineParams& p, dim3 grid, cudaStream_t s, bool vec4) {
+  void (*fn)(const CombineParams) = vec4 ? combine_kernel<T, 4> : combine_kernel<T, 1>;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kWarps * 32);
+  cfg.stream = s;
+  cfg.attrs = &attr;
+  cfg.numAttrs = programmatic_launch_ok(reinterpret_cast<const void*>(fn)) ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, fn, p);
 }
 
 }  // namespace
@@ -149,19 +180,21 @@ int launch_combine(const CombineParams& p, void* stream) {
   const auto a4 = [](int64_t x) { return x % 4 == 0; };
   const bool vec4 = p.head_dim % 4 == 0 && a4(p.op_split_stride) && a4(p.op_batch_stride) && a4(p.op_row_stride) &&
                     a4(p.op_head_stride) && reinterpret_cast<uintptr_t>(p.out_partial) % 16 == 0;
+  cudaError_t e = cudaErrorInvalidValue;
   switch (p.out_dtype) {
     case DType::kFP32:
-      launch_combine_typed<float>(p, grid, s, vec4);
+      e = launch_combine_typed<float>(p, grid, s, vec4);
       break;
     case DType::kFP16:
-      launch_combine_typed<__half>(p, grid, s, vec4);
+      e = launch_combine_typed<__half>(p, grid, s, vec4);
       break;
     case DType::kBF16:
-      launch_combine_typed<__nv_bfloat16>(p, grid, s, vec4);
+      e = launch_combine_typed<__nv_bfloat16>(p, grid, s, vec4);
       break;
     default:
-      return static_cast<int>(cudaErrorInvalidValue);
+      break;
   }
+  if (e != cudaSuccess) return static_cast<int>(e);
   return static_cast<int>(cudaGetLastError());
 }
 

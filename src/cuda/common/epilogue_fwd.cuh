@@ -104,7 +104,7 @@ struct EpilogueFwd {
     auto r2s = make_tiled_copy_C(Copy_Atom<DefaultCopy, Element>{}, tiled_mma);
     auto thr_r2s = r2s.get_thread_slice(tidx);
     copy(r2s, thr_r2s.retile_S(r_o), thr_r2s.partition_D(s_o));
-    __syncthreads();
+    tile_barrier<Traits::kNThreads>();
     typename Traits::GmemTiledCopyO s2g;
     Tensor t_s = s2g.get_thread_slice(tidx).partition_S(s_o);
     Tensor t_r = make_tensor<Element>(shape(t_s));

@@ -22,6 +22,7 @@ struct FwdInferParams {
                           // 0: each sequence's own key blocks are divided evenly over num_splits
   int32_t write_partial;  // 1: write fp32 O and LSE partials (a combine follows); 0: write out/lse directly
   int32_t pack;           // PackGQA: query heads per KV head packed into the rows of one tile; 1 = not packed
+  int32_t decode;         // 1: the 16-row decode kernel (use_decode_tile); 0: the 64-row kernel
   // Partials, in floats. Rows of a varlen q are addressed by global token index (batch stride 0).
   int64_t oa_split_stride, oa_batch_stride, oa_row_stride, oa_head_stride;
   int64_t la_split_stride, la_batch_stride, la_row_stride, la_head_stride;
@@ -35,6 +36,23 @@ struct FwdInferParams {
 // 96 KB (d256), so one table serves every sm8x/sm90 device.
 constexpr TileSm80 fwd_infer_tile_sm80(int head_dim) {
   return head_dim <= 128 ? TileSm80{64, 128, 4} : TileSm80{64, 64, 4};
+}
+
+// The decode tile (fwd_decode_sm80.cuh) for problems of at most 16 tile rows: 4 warps share the 16 rows
+// and split every key block (the 64-row tile's block_n) into 16-key slices, each warp with its own
+// cp.async pipeline of (K, V) slices.
+constexpr int kDecodeRows = 16;
+constexpr int kDecodeWarps = 4;
+constexpr int kDecodeSliceKeys = 16;
+
+// Two (K, V) slice buffers per warp: one in flight while the other is used. Three (112 KB per CTA at d128)
+// measured 1-2% slower at B >= 32 on H100 (decode suite, 32/8 heads, d128) and would not fit sm86/sm89.
+constexpr int kDecodeStages = 2;
+
+// Per warp: its Q tile and the stages' (K slice, V slice) buffers, 16-bit elements: 80 KB at d128 (two
+// CTAs per SM by registers and shared memory; fits the 99 KB of sm86/sm89 too), 160 KB at d256.
+constexpr size_t fwd_decode_smem_bytes_sm80(int head_dim) {
+  return static_cast<size_t>(kDecodeWarps) * (kDecodeRows + kDecodeStages * 2 * kDecodeSliceKeys) * head_dim * 2;
 }
 
 // Batch-invariant mode splits every sequence into chunks of this many keys (a multiple of every
@@ -67,16 +85,30 @@ inline FwdParams pack_gqa_view(const FwdParams& p) {
   return v;
 }
 
+// Tile rows of one (batch, head of the view): query tokens times the PackGQA group when packing applies.
+inline int64_t infer_tile_rows(const FwdParams& p) {
+  return use_pack_gqa(p, true) ? static_cast<int64_t>(p.seqlen_q) * p.head_ratio : p.seqlen_q;
+}
+
+// The decode tile serves every problem whose tile rows fit it (packed or not: a problem packed only when
+// splitting has fewer rows unpacked), where the device's per-block shared memory holds it (d > 128 needs
+// more than sm86/sm89's 99 KB; the 64-row kernel runs there).
+inline bool use_decode_tile(const FwdParams& p, size_t smem_optin_bytes) {
+  return infer_tile_rows(p) <= kDecodeRows &&
+         fwd_decode_smem_bytes_sm80(round_head_dim_sm80(p.head_dim)) <= smem_optin_bytes;
+}
+
 struct SplitDecision {
   int num_splits = 1;
   int split_blocks = 0;
   bool write_partial = false;
 };
 
-// FA2's rule (docs/kernels_sm80_inference.md): with `ctas` work tiles and `slots` CTAs resident at once,
-// no split when the tiles fill >= 80% of a wave; otherwise the smallest split count whose wave efficiency
-// (ctas*s/slots over its ceiling) reaches 85% of the best, skipping counts that give the same blocks per
-// split as the previous one.
+// FA2's rule with a tighter bar (docs/kernels_sm80_inference.md): with `ctas` work tiles and `slots` CTAs
+// resident at once, no split when the tiles fill >= 80% of a wave; otherwise the smallest split count
+// whose wave efficiency (ctas*s/slots over its ceiling) reaches 95% of the best (FA2: 85%), skipping
+// counts that give the same blocks per split as the previous one. Decode at batch 1 is bound by how many
+// CTAs stream K/V at once: at 32k keys, 85% picked 29 splits (232 CTAs on 264 slots), 95% picks 32 (256).
 inline int num_splits_heuristic(int64_t ctas, int slots, int n_blocks, int max_splits) {
   if (ctas <= 0 || slots <= 0 || n_blocks < 2) return 1;
   if (ctas * 10 >= static_cast<int64_t>(slots) * 8) return 1;
@@ -93,7 +125,7 @@ inline int num_splits_heuristic(int64_t ctas, int slots, int n_blocks, int max_s
     if (!same(s) && eff(s) > best) best = eff(s);
   }
   for (int s = 1; s <= max_splits; ++s) {
-    if (!same(s) && eff(s) >= 0.85 * best) return s;
+    if (!same(s) && eff(s) >= 0.95 * best) return s;
   }
   return 1;
 }
@@ -112,9 +144,8 @@ inline SplitDecision decide_splits(const FwdParams& p, int num_sms, int ctas_per
     d.split_blocks = kInvariantSplitKeys / block_n;
     d.num_splits = static_cast<int>((cap_k + kInvariantSplitKeys - 1) / kInvariantSplitKeys);
   } else if (p.num_splits == 0) {
-    const bool pack = use_pack_gqa(p, true);
-    const int64_t rows = pack ? static_cast<int64_t>(p.seqlen_q) * p.head_ratio : p.seqlen_q;
-    const int64_t heads = pack ? p.nheads_k : p.nheads;
+    const int64_t rows = infer_tile_rows(p);
+    const int64_t heads = use_pack_gqa(p, true) ? p.nheads_k : p.nheads;
     const int64_t ctas = static_cast<int64_t>(p.batch) * heads * ((rows + 63) / 64);
     d.num_splits = num_splits_heuristic(ctas, num_sms * ctas_per_sm, n_blocks, kMaxHeuristicSplits);
   }

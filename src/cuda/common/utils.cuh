@@ -124,6 +124,17 @@ FLASHATTN_DEVICE void copy_rows_g2s(TD&& dst, TC const& coord, TP const& pred_co
   }
 }
 
+// Barrier over the threads that share a tile: the CTA, or one warp when a warp owns its tile alone (the
+// decode kernel's epilogue).
+template <int kThreads>
+FLASHATTN_DEVICE void tile_barrier() {
+  if constexpr (kThreads == 32) {
+    __syncwarp();
+  } else {
+    __syncthreads();
+  }
+}
+
 // Row r of a query/output tile -> element (or float) offset. The inference kernel's PackGQA view puts
 // the `pack` query heads that share a KV head on consecutive rows of each token:
 // offset(r) = (r / pack) * row_stride + (r % pack) * pack_stride. pack = 1 is a plain strided view.

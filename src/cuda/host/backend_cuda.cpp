@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -115,8 +116,18 @@ int device_attr(cudaDeviceAttr attr, int device, const char* what) {
   return v;
 }
 
-// Everything the inference path decides from host-visible sizes: splits, PackGQA, workspace layout.
+// FLASHATTN_DECODE_TILE=0 keeps decode-sized problems on the 64-row inference kernel, for comparing the
+// two kernels (bench.py --compare-64row). Read at every plan: set it before planning a call, not between
+// its plan and its run (the workspace size can differ).
+bool decode_tile_allowed() {
+  const char* v = std::getenv("FLASHATTN_DECODE_TILE");
+  return !(v && std::strcmp(v, "0") == 0);
+}
+
+// Everything the inference path decides from host-visible sizes: kernel, splits, PackGQA, workspace.
 struct InferPlan {
+  bool decode = false;
+  TileSm80 tile;
   SplitDecision split;
   bool pack = false;
   InferWorkspace ws;
@@ -128,7 +139,10 @@ InferPlan plan_infer(const FwdParams& p, int device) {
   const int smem_sm = device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor, device,
                                   "cudaDeviceGetAttribute(MaxSharedMemoryPerMultiprocessor)");
   const int rounded = round_head_dim_sm80(p.head_dim);
-  const size_t smem = fwd_smem_bytes_sm80(rounded, fwd_infer_tile_sm80(rounded));
+  ip.decode = decode_tile_allowed() && use_decode_tile(p, smem_optin(device));
+  ip.tile = fwd_infer_tile_sm80(rounded);
+  if (ip.decode) ip.tile = TileSm80{kDecodeRows, ip.tile.block_n, kDecodeWarps};
+  const size_t smem = ip.decode ? fwd_decode_smem_bytes_sm80(rounded) : fwd_smem_bytes_sm80(rounded, ip.tile);
   // 128-thread CTAs of <= 255 registers: at most 2 per SM by registers; shared memory may allow fewer.
   const int per_sm = static_cast<int>(std::max<size_t>(1, std::min<size_t>(2, static_cast<size_t>(smem_sm) / smem)));
   ip.split = decide_splits(p, sms, per_sm);
@@ -182,6 +196,7 @@ void run_infer(const FwdParams& p, const KernelEntry* entry, int num_splits_plan
     ip.la_row_stride = h;
     ip.la_head_stride = 1;
   }
+  ip.decode = plan.decode ? 1 : 0;
   ip.pack = 1;
   if (plan.pack) {
     // Packed row r of kv head hk is token r / g, query head hk * g + r % g: the pack strides are the
@@ -282,15 +297,15 @@ Plan plan_fwd(const FwdParams& p, int device) {
   Plan plan;
   if (is_infer_call(p)) {
     const InferPlan ip = plan_infer(p, device);
-    const TileSm80 tile = fwd_infer_tile_sm80(rounded);
     plan.path = FLASHATTN_PATH_SM80;
-    plan.block_m = tile.block_m;
-    plan.block_n = tile.block_n;
-    plan.num_warps = tile.warps;
+    plan.block_m = ip.tile.block_m;
+    plan.block_n = ip.tile.block_n;
+    plan.num_warps = ip.tile.warps;
     plan.head_dim_rounded = rounded;
     plan.num_splits = ip.split.num_splits;
     plan.workspace_bytes = ip.ws.bytes;
-    plan.kernel = std::string(entry->name) + (ip.pack ? "+packgqa" : "") + (ip.split.write_partial ? "+combine" : "");
+    plan.kernel = std::string(entry->name) + (ip.decode ? "+decode" : "") + (ip.pack ? "+packgqa" : "") +
+                  (ip.split.write_partial ? "+combine" : "");
     return plan;
   }
   const TileSm80 tile = fwd_tile_for_device_sm80(rounded, smem_optin(device));
