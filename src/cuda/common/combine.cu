@@ -71,6 +71,15 @@ __global__ void __launch_bounds__(kWarps * 32) combine_kernel(const CombineParam
   const bool has_sink = p.sinks != nullptr;
   wait_for_prerequisite_grid();  // launched early (programmatic launch): the partials are written by now
 
+  // Each warp asks for the first column chunk of its splits' O partials (into L1) before warp 0 reads the
+  // LSEs, so the weighted sum after the barrier does not wait for a second L2 round trip.
+  const float* part = p.out_partial + b * p.op_batch_stride + r * p.op_row_stride + h * p.op_head_stride;
+  for (int s = warp; s < splits; s += kWarps) {
+    for (int d = lane * 32; d < min(p.head_dim, kColumnChunk); d += 32 * 32) {  // one 128-byte line per lane
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(part + s * p.op_split_stride + d));
+    }
+  }
+
   if (warp == 0) {
     const float* lse_row = p.lse_partial + b * p.lp_batch_stride + h * p.lp_head_stride + r * p.lp_row_stride;
     float top = -INFINITY;
@@ -97,7 +106,6 @@ __global__ void __launch_bounds__(kWarps * 32) combine_kernel(const CombineParam
   }
   __syncthreads();
 
-  const float* part = p.out_partial + b * p.op_batch_stride + r * p.op_row_stride + h * p.op_head_stride;
   T* out = static_cast<T*>(p.out) + b * p.o_batch_stride + r * p.o_row_stride + h * p.o_head_stride;
   const float inv = row_stats[1];
   for (int c0 = 0; c0 < p.head_dim; c0 += kColumnChunk) {
