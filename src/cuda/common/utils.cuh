@@ -72,6 +72,16 @@ FLASHATTN_DEVICE auto convert_fragment(Tensor<Engine, Layout> const& src) {
   return dst;
 }
 
+// Which 8-column chunks of a tile partition (CPY, CPY_ROWS, CPY_COLS identity coordinates) lie inside
+// head_dim: the others are zero-filled by the copies below.
+template <typename TC>
+FLASHATTN_DEVICE auto column_predicate(TC const& coord, int head_dim) {
+  Tensor pred = make_tensor<bool>(make_shape(size<2>(coord)));
+  CUTE_UNROLL
+  for (int k = 0; k < size(pred); ++k) pred(k) = get<1>(coord(0, 0, k)) < head_dim;
+  return pred;
+}
+
 // Global -> shared copy of one tile partition (CPY, CPY_ROWS, CPY_COLS) with cp.async. Rows at or past
 // `rows_left` and 8-column chunks with pred_col false are zero-filled in shared memory instead, so ragged
 // tiles and head dims below the kernel's need no special case downstream. kCheckRows = false compiles

@@ -46,20 +46,11 @@ struct FwdDecodeKernelSm80 {
     const FwdParams& p = ip.p;
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
-    const InferTile tile = InferTile::get(infer_num_m_blocks<kBlockM>(ip), ip.num_splits, p.nheads);
-    BlockInfo bi = BlockInfo::make(p, tile.batch, tile.head);
-    bi.sq *= ip.pack;  // from here on bi.sq counts tile rows; the mask divides by pack again
-    const int row0 = tile.m_block * kBlockM;
-    if (row0 >= bi.sq) return;
-
-    Mask mask(p);
-    mask.pack = ip.pack;
-    const Score score(p, tile.batch, tile.head);
-    BlockRange range = mask.template range<kBlockM, kBlockN>(tile.m_block, bi.sq, bi.sk);
-    restrict_to_split<kBlockN>(ip, tile.split, bi.sk, range);
+    const InferWork<kBlockM, kBlockN, Mask, Score> work(ip);
+    if (work.empty()) return;
 
     Element* ws = smem + warp * kWarpSmemElems;
-    Io::load_q(ip, bi, row0, ws, lane);
+    Io::load_q(ip, work.bi, work.row0, ws, lane);
     cute::cp_async_fence();
 
     typename Warp::TiledMma mma;
@@ -68,8 +59,8 @@ struct FwdDecodeKernelSm80 {
     Softmax softmax;
     softmax.init();
     Kv kv;
-    if constexpr (kPaged) kv = Kv::make(p, tile.batch, tile.head / p.head_ratio, kSliceKeys);
-    warp_mainloop(p, bi, row0, range, mask, score, softmax, acc_o, ws, warp, lane, kv);
+    if constexpr (kPaged) kv = Kv::make(p, work.tile.batch, work.tile.head / p.head_ratio, kSliceKeys);
+    warp_mainloop(p, work.bi, work.row0, work.range, work.mask, work.score, softmax, acc_o, ws, warp, lane, kv);
 
     // Merge the warps' states into warp 0: O = sum_w exp2(m_w - m) O_w, l = sum_w exp2(m_w - m) l_w.
     // Lane-interleaved words (lane fastest): conflict-free shared-memory accesses.
@@ -77,7 +68,9 @@ struct FwdDecodeKernelSm80 {
     __syncwarp();
     Tensor o_rc = rowcol_view(acc_o);
     constexpr int kCols = decltype(size<1>(o_rc))::value;
-    auto scratch = [&](int w, int word) { return reinterpret_cast<float*>(smem + w * kWarpSmemElems) + word * 32 + lane; };
+    auto scratch = [&](int w, int word) {
+      return reinterpret_cast<float*>(smem + w * kWarpSmemElems) + word * 32 + lane;
+    };
     if (warp != 0) {
       CUTE_UNROLL
       for (int mi = 0; mi < kRows; ++mi) {
@@ -89,7 +82,7 @@ struct FwdDecodeKernelSm80 {
     }
     __syncthreads();
     if (warp != 0) return;
-    const float scale_log2 = score.softmax_scale_log2;
+    const float scale_log2 = work.score.softmax_scale_log2;
     CUTE_UNROLL
     for (int mi = 0; mi < kRows; ++mi) {
       float m = softmax.row_max[mi];
@@ -111,7 +104,7 @@ struct FwdDecodeKernelSm80 {
       softmax.row_max[mi] = m;
       softmax.row_sum[mi] = sum;
     }
-    Io::finish(ip, tile, bi, row0, scale_log2, softmax, acc_o, ws, lane);
+    Io::finish(ip, work.tile, work.bi, work.row0, scale_log2, softmax, acc_o, ws, lane);
   }
 
   // One warp's pass over its key slices of blocks [range.n_min, range.n_max), into acc_o / softmax.
@@ -140,9 +133,7 @@ struct FwdDecodeKernelSm80 {
     typename Warp::GmemTiledCopyQKV g2s;
     auto thr_g2s = g2s.get_thread_slice(lane);
     Tensor t_kvc = thr_g2s.partition_S(make_identity_tensor(Shape<Int<kSliceKeys>, Int<kHeadDim>>{}));
-    Tensor pred_col = make_tensor<bool>(make_shape(size<2>(t_kvc)));
-    CUTE_UNROLL
-    for (int k = 0; k < size(pred_col); ++k) pred_col(k) = get<1>(t_kvc(0, 0, k)) < p.head_dim;
+    Tensor pred_col = column_predicate(t_kvc, p.head_dim);
     const Element* k_dense = static_cast<const Element*>(p.k) + bi.k_offset;
     const Element* v_dense = static_cast<const Element*>(p.v) + bi.v_offset;
 

@@ -52,6 +52,32 @@ FLASHATTN_DEVICE void restrict_to_split(const FwdInferParams& ip, int split, int
   range.n_min = min(max(range.n_min, lo), range.n_max);
 }
 
+// What one CTA of an inference kernel works on: its tile, the sequence (bi.sq counts tile rows: tokens
+// times the PackGQA group; the mask divides by pack again), the tile's first row, the mask and score
+// policies, and the key blocks of its split under the mask. empty(): the tile starts past the rows.
+template <int kBlockM, int kBlockN, typename Mask, typename Score>
+struct InferWork {
+  InferTile tile;
+  BlockInfo bi;
+  int row0;
+  Mask mask;
+  Score score;
+  BlockRange range;
+
+  FLASHATTN_DEVICE explicit InferWork(const FwdInferParams& ip)
+      : tile(InferTile::get(infer_num_m_blocks<kBlockM>(ip), ip.num_splits, ip.p.nheads)),
+        bi(BlockInfo::make(ip.p, tile.batch, tile.head)),
+        row0(tile.m_block * kBlockM),
+        mask(ip.p),
+        score(ip.p, tile.batch, tile.head) {
+    bi.sq *= ip.pack;
+    mask.pack = ip.pack;
+    range = mask.template range<kBlockM, kBlockN>(tile.m_block, bi.sq, bi.sk);
+    restrict_to_split<kBlockN>(ip, tile.split, bi.sk, range);
+  }
+  FLASHATTN_DEVICE bool empty() const { return row0 >= bi.sq; }
+};
+
 template <typename Traits>
 struct InferRows {
   using Element = typename Traits::Element;
@@ -68,9 +94,7 @@ struct InferRows {
     auto thr_g2s = g2s.get_thread_slice(tidx);
     Tensor t_qs = thr_g2s.partition_D(s_q);
     Tensor t_qc = thr_g2s.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-    Tensor pred_col = make_tensor<bool>(make_shape(size<2>(t_qs)));
-    CUTE_UNROLL
-    for (int k = 0; k < size(pred_col); ++k) pred_col(k) = get<1>(t_qc(0, 0, k)) < p.head_dim;
+    Tensor pred_col = column_predicate(t_qc, p.head_dim);
     const Element* q = static_cast<const Element*>(p.q) + bi.q_offset;
     const RowMap q_map{ip.pack, p.q_row_stride, ip.q_pack_stride};
     copy_rows_g2s<true>(t_qs, t_qc, pred_col, bi.sq - row0, [&](int, int r) { return q + q_map(row0 + r); });

@@ -47,34 +47,27 @@ struct FwdInferKernelSm80 {
   FLASHATTN_DEVICE static void run(const FwdInferParams& ip, Element* smem) {
     const FwdParams& p = ip.p;
     const int tidx = threadIdx.x;
-    const InferTile tile = InferTile::get(infer_num_m_blocks<kBlockM>(ip), ip.num_splits, p.nheads);
-    BlockInfo bi = BlockInfo::make(p, tile.batch, tile.head);
-    bi.sq *= ip.pack;  // from here on bi.sq counts tile rows; the mask divides by pack again
-    const int row0 = tile.m_block * kBlockM;
-    if (row0 >= bi.sq) return;
-
-    Mask mask(p);
-    mask.pack = ip.pack;
-    const Score score(p, tile.batch, tile.head);
-    BlockRange range = mask.template range<kBlockM, kBlockN>(tile.m_block, bi.sq, bi.sk);
-    restrict_to_split<kBlockN>(ip, tile.split, bi.sk, range);
+    const InferWork<kBlockM, kBlockN, Mask, Score> work(ip);
+    if (work.empty()) return;
 
     Kv kv;
-    if constexpr (kPaged) kv = Kv::make(p, tile.batch, tile.head / p.head_ratio, kBlockN);
-    Io::load_q(ip, bi, row0, smem, tidx);
+    if constexpr (kPaged) kv = Kv::make(p, work.tile.batch, work.tile.head / p.head_ratio, kBlockN);
+    Io::load_q(ip, work.bi, work.row0, smem, tidx);
 
     typename Traits::TiledMma tiled_mma;
     Tensor acc_o = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
     clear(acc_o);
     typename Mainloop::Softmax softmax;
     softmax.init();
-    Mainloop::template run<false>(p, bi, tile.m_block, range, mask, score, softmax, acc_o, smem, tidx, kv);
-    Io::finish(ip, tile, bi, row0, score.softmax_scale_log2, softmax, acc_o, smem, tidx);
+    Mainloop::template run<false>(p, work.bi, work.tile.m_block, work.range, work.mask, work.score, softmax, acc_o,
+                                  smem, tidx, kv);
+    Io::finish(ip, work.tile, work.bi, work.row0, work.score.softmax_scale_log2, softmax, acc_o, smem, tidx);
   }
 };
 
 template <typename Kernel>
-__global__ void __launch_bounds__(Kernel::kNThreads, 1) fwd_infer_kernel_sm80(const __grid_constant__ FwdInferParams ip) {
+__global__ void __launch_bounds__(Kernel::kNThreads, 1)
+    fwd_infer_kernel_sm80(const __grid_constant__ FwdInferParams ip) {
   extern __shared__ cute::uint128_t smem_fwd_infer_sm80[];
   allow_dependent_launch();  // the split combine may start now; it waits for this grid's partials
   Kernel::run(ip, reinterpret_cast<typename Kernel::Element*>(smem_fwd_infer_sm80));
