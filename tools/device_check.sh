@@ -12,7 +12,7 @@
 #   JOBS=$(nproc)      parallel nvcc jobs
 #   STEPS="build regs sass test sanitize bench"   steps to run, in this order
 #                      (also: pytest, checks = test + pytest side by side, suite, profile, overhead, pack,
-#                      sweep)
+#                      sweep, detcost = the deterministic backward's cost)
 #   BUILD=dir          build tree; or a folder of binaries built elsewhere (libflashattn.so*, the
 #                      flashattn_gpu_*tests executables, flashattn-bench) with STEPS leaving out build.
 #                      The Python steps (pytest, suite, profile, overhead) need a library built with the
@@ -259,6 +259,59 @@ step_profile() {
   local rc=$?
   add profile "$([ $rc = 0 ] && echo ok || echo FAIL)" "see profile.log"
   cat "$OUT/profile.log"
+}
+
+# Cost of the deterministic backward: flashattn-bench --op bwd with and without --deterministic, over the
+# standard grid's head dims x causal x seqlen (16k tokens per batch, h * d = 2048) and two shapes with few
+# (batch, kv head) pairs, where the deterministic grid has the fewest CTAs. detcost.json: both records of
+# every point; the table: ms and the ratio.
+step_detcost() {
+  local exe tmp d s c det h b args rc=0
+  exe=$(find_bin flashattn-bench)
+  [ -n "$exe" ] || { add detcost FAIL "no flashattn-bench in $BUILD"; return 1; }
+  tmp=$(mktemp -d)
+  run_one() {  # name, then flashattn-bench arguments
+    local name=$1; shift
+    for det in 0 1; do
+      "$exe" --device cuda --op bwd --no-math --no-check --iters 20 --warmup 3 $([ $det = 1 ] && echo --deterministic) \
+        --json "$tmp/$name-det$det.json" "$@" >>"$OUT/detcost.log" 2>&1 || rc=1
+    done
+  }
+  for d in 64 128 256; do
+    h=$((2048 / d))
+    for s in 1024 4096 16384; do
+      b=$((16384 / s))
+      for c in 0 1; do
+        args="--dtype bf16 --batch $b --seqlen $s --heads $h --headdim $d $([ $c = 1 ] && echo --causal || echo --no-causal)"
+        run_one "d$d-s$s-c$c" $args
+      done
+    done
+  done
+  run_one "mqa-b1-h16-hk1-s4096-d128-c1" --dtype bf16 --batch 1 --seqlen 4096 --heads 16 --heads-k 1 --headdim 128 --causal
+  run_one "b1-h1-s16384-d128-c1" --dtype bf16 --batch 1 --seqlen 16384 --heads 1 --headdim 128 --causal
+  python3 - "$tmp" "$OUT/detcost.json" >"$tmp/table.txt" <<'PY' || rc=1
+import glob, json, math, os, sys
+tmp, out = sys.argv[1], sys.argv[2]
+head, recs, rows = None, [], []
+for f in sorted(glob.glob(os.path.join(tmp, "*-det0.json"))):
+    pair = []
+    for det in (0, 1):
+        d = json.load(open(f.replace("-det0.json", f"-det{det}.json")))
+        head = head or {k: v for k, v in d.items() if k != "records"}
+        r = [x for x in d["records"] if x["impl"] == "flashattn"][0]
+        recs.append(r)
+        pair.append(r)
+    rows.append((os.path.basename(f)[:-10], pair[0]["ms"], pair[1]["ms"]))
+json.dump(dict(head, records=recs), open(out, "w"), indent=1)
+print(f"{'point':36s} {'bwd ms':>9s} {'determ. ms':>10s} {'ratio':>6s}")
+for n, a, b in rows:
+    print(f"{n:36s} {a:9.3f} {b:10.3f} {b / a:6.3f}")
+g = math.exp(sum(math.log(b / a) for _, a, b in rows) / len(rows))
+print(f"geomean deterministic / default: {g:.3f} over {len(rows)} points")
+PY
+  cat "$tmp/table.txt" | tee -a "$OUT/detcost.log"
+  add detcost "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(tail -1 "$tmp/table.txt") (detcost.json)"
+  rm -rf "$tmp"
 }
 
 # Tile sweep: builds tests/gpu/tile_sweep.cu once per candidate tile (FLASHATTN_SWEEP_TILES) and times each.

@@ -50,6 +50,7 @@ struct Options {
   float dropout = 0.f;
   int iters = -1, warmup = -1, math_iters = -1;  // -1: device default
   bool check = true, math = true, flush_l2 = true;
+  bool deterministic = false;
   uint64_t seed = 1234;
   std::string json;
 };
@@ -67,6 +68,7 @@ void usage() {
       "  --causal | --no-causal   causal mask (default on)\n"
       "  --window L,R             sliding window (-1 = unbounded side)\n"
       "  --softcap X  --alibi  --sinks  --dropout P  --scale X\n"
+      "  --deterministic          backward with bitwise-reproducible dq/dk/dv (opt.deterministic)\n"
       "  --iters N --warmup N     timed iterations / warm-up runs (GPU 30/5, CPU 5/1)\n"
       "  --math-iters N           timed runs of standard attention (GPU: --iters, CPU: 1)\n"
       "  --no-check               skip the accuracy check against standard attention\n"
@@ -129,6 +131,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--alibi") o.alibi = true;
     else if (a == "--sinks") o.sinks = true;
     else if (a == "--dropout") o.dropout = parse_float(a, val());
+    else if (a == "--deterministic") o.deterministic = true;
     else if (a == "--iters") o.iters = static_cast<int>(parse_int(a, val()));
     else if (a == "--warmup") o.warmup = static_cast<int>(parse_int(a, val()));
     else if (a == "--math-iters") o.math_iters = static_cast<int>(parse_int(a, val()));
@@ -658,6 +661,7 @@ Result Bench::run() {
   if (sinks_.get()) fa.opt.sinks = make_tensor(sinks_.get(), FLASHATTN_DTYPE_FP32, gpu_, dev_, {H});
   fa.opt.dropout_p = o_.dropout;
   fa.opt.dropout_seed = o_.seed;
+  fa.opt.deterministic = o_.deterministic ? 1 : 0;
 
   flashattn_plan_info plan;
   std::memset(&plan, 0, sizeof plan);
@@ -861,7 +865,8 @@ void print_result(const Result& r, const Options& o) {
               (long long)p.nheads, (long long)p.nheads_k, (long long)p.headdim, p.causal);
   if (!has_window(p)) std::printf("none");
   else std::printf("%d,%d", p.window_left, p.window_right);
-  std::printf(" softcap=%g alibi=%d sinks=%d dropout=%g\n", p.softcap, o.alibi ? 1 : 0, o.sinks ? 1 : 0, o.dropout);
+  std::printf(" softcap=%g alibi=%d sinks=%d dropout=%g deterministic=%d\n", p.softcap, o.alibi ? 1 : 0,
+              o.sinks ? 1 : 0, o.dropout, o.deterministic ? 1 : 0);
   std::printf("plan      path=%s kernel=%s\n", r.plan_path.c_str(), r.kernel.empty() ? "-" : r.kernel.c_str());
   const bool cpu = r.plan_path == "cpu";
   std::printf("\n%-10s %-8s %12s %12s %11s  %s\n", "impl", "op", "median ms", cpu ? "GFLOP/s" : "TFLOP/s",
@@ -914,6 +919,7 @@ void write_json(const Result& r, const Options& o, const std::string& file) {
        << ", \"sinks\": " << (o.sinks ? "true" : "false") << ", \"batch\": " << p.batch
        << ", \"seqlen_q\": " << p.seqlen_q << ", \"seqlen_k\": " << p.seqlen_k << ", \"nheads\": " << p.nheads
        << ", \"nheads_k\": " << p.nheads_k << ", \"dropout_p\": " << o.dropout << ", \"page_size\": null"
+       << ", \"deterministic\": " << (o.deterministic ? "true" : "false")
        << ", \"ms\": " << row.ms << ", \"tflops\": " << row.tflops << ", \"peak_mem_bytes\": " << row.mem;
     // JSON has no inf: a non-finite output is recorded as null with a flag.
     if (row.err >= 0 && std::isfinite(row.err)) js << ", \"max_abs_err\": " << row.err;
