@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build and test flashattn: the CUTLASS/CuTe 4.2 headers (from the
-# nvidia-cutlass wheel, into the ignored .deps/ folder) and the Python test tools. Idempotent.
+# nvidia-cutlass wheel, into the ignored .deps/ folder) and the Python test tools (not with
+# --headers-only). Idempotent.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 deps="$root/.deps"
@@ -29,7 +30,14 @@ PYEOF
   rm -rf "$tmp"
 fi
 
-# Build and test tools (CMake and ninja are preinstalled; GoogleTest too).
+command -v ninja >/dev/null || { echo "setup: ninja missing: apt-get install -y ninja-build"; exit 1; }
+# --headers-only: what a build needs (tools/demo.sh); the test tools below are for tools/test.sh.
+if [ "${1:-}" = "--headers-only" ]; then
+  echo "setup: done (CUTLASS headers in $deps/cutlass/include)"
+  exit 0
+fi
+
+# Test tools (CMake and ninja are preinstalled; GoogleTest too).
 need=()
 for mod in numpy pytest scikit_build_core; do
   "$PY" -c "import $mod" 2>/dev/null || need+=("${mod//_/-}")
@@ -38,5 +46,4 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "setup: pip install ${need[*]}"
   "$PY" -m pip install --quiet "${need[@]}"
 fi
-command -v ninja >/dev/null || { echo "setup: ninja missing: apt-get install -y ninja-build"; exit 1; }
 echo "setup: done (CUTLASS headers in $deps/cutlass/include)"
