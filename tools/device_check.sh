@@ -12,7 +12,8 @@
 #   JOBS=$(nproc)      parallel nvcc jobs
 #   STEPS="build regs sass test sanitize bench"   steps to run, in this order
 #                      (also: pytest, checks = test + pytest side by side, suite, profile, overhead, pack,
-#                      sweep, detcost = the deterministic backward's cost)
+#                      sweep, detcost = the deterministic backward's cost, ncu = the backward against FA2
+#                      under ncu, NCU_SHAPES="batch seqlen heads headdim causal;...")
 #   BUILD=dir          build tree; or a folder of binaries built elsewhere (libflashattn.so*, the
 #                      flashattn_gpu_*tests executables, flashattn-bench) with STEPS leaving out build.
 #                      The Python steps (pytest, suite, profile, overhead) need a library built with the
@@ -311,6 +312,67 @@ print(f"geomean deterministic / default: {g:.3f} over {len(rows)} points")
 PY
   cat "$tmp/table.txt" | tee -a "$OUT/detcost.log"
   add detcost "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(tail -1 "$tmp/table.txt") (detcost.json)"
+  rm -rf "$tmp"
+}
+
+# ncu of one backward call, flashattn against torch SDPA FLASH (FA2) on the same inputs, for each shape of
+# NCU_SHAPES ("batch seqlen heads headdim causal(0/1)" separated by ';'; default "4 4096 32 64 0"), bf16.
+# ncu_bwd.txt: per shape, the metrics that explain a speed gap side by side (time, tensor-pipe use, issued
+# instructions per pipe, stall reasons, spills, bank conflicts, atomics), then ncu's details pages for the
+# warp states, instruction mix and source hot spots of both kernels.
+step_ncu() {
+  local exe b s h d c rc=0 tmp shape
+  exe=$(find_bin flashattn-bench)
+  [ -n "$exe" ] || { add ncu FAIL "no flashattn-bench in $BUILD"; return 1; }
+  tmp=$(mktemp -d)
+  : >"$OUT/ncu_bwd.txt"
+  IFS=';' read -ra shapes <<<"${NCU_SHAPES:-4 4096 32 64 0}"
+  for shape in "${shapes[@]}"; do
+    read -r b s h d c <<<"$shape"
+    local n="--clock-control none --set full -c 1 -f"
+    ncu $n -k regex:bwd_kernel_sm80 -o "$tmp/ours" "$exe" --device cuda --op bwd --no-math --no-check --iters 1 \
+      --warmup 1 --dtype bf16 --batch "$b" --seqlen "$s" --heads "$h" --headdim "$d" \
+      $([ "$c" = 1 ] && echo --causal || echo --no-causal) >>"$OUT/ncu.log" 2>&1 || rc=1
+    ncu $n -k regex:flash_bwd_dq_dk_dv -o "$tmp/fa2" python3 -c "
+import torch, torch.nn.functional as F
+from torch.nn.attention import sdpa_kernel, SDPBackend
+q, k, v = (torch.randn($b, $h, $s, $d, device='cuda', dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+    o = F.scaled_dot_product_attention(q, k, v, is_causal=bool($c))
+o.backward(torch.randn_like(o))
+torch.cuda.synchronize()" >>"$OUT/ncu.log" 2>&1 || rc=1
+    for r in ours fa2; do ncu --import "$tmp/$r.ncu-rep" --page raw --csv >"$tmp/$r.csv" 2>>"$OUT/ncu.log" || rc=1; done
+    echo "==== shape b$b s$s h$h d$d causal $c" >>"$OUT/ncu_bwd.txt"
+    python3 - "$tmp/ours.csv" "$tmp/fa2.csv" >>"$OUT/ncu_bwd.txt" <<'PY' || rc=1
+import csv, re, sys
+def load(path):
+    rows = list(csv.reader(open(path)))
+    return dict(zip(rows[0], rows[2])), dict(zip(rows[0], rows[1]))
+(a, units), (b, _) = load(sys.argv[1]), load(sys.argv[2])
+keep = [r"^gpu__time_duration\.sum$", r"^launch__(registers|grid_size|block_size|shared_mem)", r"^smsp__inst_executed\.sum$",
+        r"^sm__inst_executed_pipe_\w+\.avg\.pct_of_peak_sustained_active$", r"^smsp__issue_active\.avg\.pct",
+        r"pipe_tensor.*pct_of_peak", r"issue_stalled_\w+_per_(warp_active\.pct|issue_active\.ratio)$",
+        r"bank_conflicts_pipe_lsu_mem_shared_op_(ld|st)\.sum$", r"^l1tex__t_bytes_pipe_lsu_mem_local_op_(ld|st)\.sum$",
+        r"^dram__bytes_(read|write)\.sum$", r"op_(red|atom)\.sum$", r"^sm__warps_active\.avg\.pct",
+        r"^smsp__sass_inst_executed_op_\w+\.sum$", r"^l1tex__data_pipe_lsu_wavefronts_mem_shared\.sum$"]
+def num(x):
+    try: return float(x.replace(",", ""))
+    except ValueError: return None
+print(f"{'metric':78s} {'flashattn':>14s} {'fa2':>14s}")
+for k in a:
+    if not any(re.search(p, k) for p in keep): continue
+    x, y = num(a.get(k, "")), num(b.get(k, ""))
+    if not x and not y: continue
+    print(f"{k[:78]:78s} {a.get(k, ''):>14s} {b.get(k, ''):>14s} {units.get(k, '')}")
+PY
+    for r in ours fa2; do
+      echo "---- $r details" >>"$OUT/ncu_bwd.txt"
+      ncu --import "$tmp/$r.ncu-rep" --page details --section WarpStateStats --section InstructionStats \
+        --section SourceCounters --print-details all >>"$OUT/ncu_bwd.txt" 2>&1 || rc=1
+    done
+  done
+  grep -E '^(====|gpu__time|smsp__inst_executed.sum|sm__inst_executed_pipe_tensor)' "$OUT/ncu_bwd.txt"
+  add ncu "$([ $rc = 0 ] && echo ok || echo FAIL)" "${#shapes[@]} shapes: ncu_bwd.txt"
   rm -rf "$tmp"
 }
 

@@ -1,7 +1,8 @@
 // Backward preprocess and postprocess kernels shared by the register-accumulator (sm75/sm80) paths.
 //   preprocess:  D_i = rowsum(dO_i * O_i) in fp32 (the softmax Jacobian's row term), and per-CTA partial
 //                sums of dsinks = -sum_i exp(sink_h - LSE_i) * D_i (docs/semantics.md "Backward").
-//   convert_dq:  dQ = scale * sum over slices of dq_accum (fixed slice order), cast to the input dtype.
+//   convert_dq:  dQ = scale * sum over slices of dq_accum (fixed slice order, fragment-ordered blocks),
+//                cast to the input dtype.
 //   reduce_dsinks: dsinks[h] = sum of the partials in a fixed order.
 // Every reduction runs in a fixed order, so these kernels are deterministic whatever the main kernel does.
 // Rows outside every sequence (varlen padding of q) are never read or written.
@@ -93,37 +94,46 @@ __global__ void __launch_bounds__(kBwdPrepThreads) bwd_preprocess_kernel(const _
   }
 }
 
-// dQ = scale * sum_s dq_accum[s], slices summed in order 0, 1, ... (bitwise reproducible).
-template <typename Element>
+// dQ = scale * sum_s dq_accum[s] of one kBlockM-row block, slices summed in order 0, 1, ... (bitwise
+// reproducible). The accumulator block is in the main kernel's fragment order (element i of thread t at
+// i * kThreads + t, tile_bwd_sm80.h): this kernel reads it with the same thread -> element map (loads of
+// 128 contiguous bytes per warp), places each value at its (row, col) of TiledMmaDq's partition in a
+// shared tile, and stores 16-byte row chunks. Rows outside the sequence are never written.
+template <typename Element, typename TiledMmaDq, int kBlockM, int kHeadDim>
 __global__ void __launch_bounds__(kBwdPrepThreads) bwd_convert_dq_kernel(const __grid_constant__ BwdParams p,
                                                                          const float* dq_accum, int slices,
-                                                                         int head_dim_rounded, int num_m_blocks) {
-  const BwdRowTile tile = BwdRowTile::get(num_m_blocks, p.nheads);
-  const SeqInfo s = seq_info(p, tile.batch);
-  const int lane = threadIdx.x % kBwdPrepLanesPerRow;
-  const int row = tile.m_block * kBwdPrepRows + static_cast<int>(threadIdx.x) / kBwdPrepLanesPerRow;
-  if (row >= s.sq) return;
+                                                                         int64_t dq_rows, int num_m_blocks) {
+  static_assert(decltype(size(TiledMmaDq{}))::value == kBwdPrepThreads, "one convert thread per MMA thread");
+  // Rows 16 bytes longer than the tile: consecutive rows start in different banks. Raw 16-bit storage
+  // (a __shared__ array of Element would need its constructor run).
+  static_assert(sizeof(Element) == 2);
+  __shared__ alignas(16) uint16_t tile[kBlockM][kHeadDim + 8];
+  const BwdRowTile t = BwdRowTile::get(num_m_blocks, p.nheads);
+  const SeqInfo s = seq_info(p, t.batch);
+  const int row0 = t.m_block * kBlockM;
+  if (row0 >= s.sq) return;
+  const int tidx = static_cast<int>(threadIdx.x);
+  TiledMmaDq mma;
+  Tensor coord = mma.get_thread_slice(tidx).partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  const int64_t slice_stride = static_cast<int64_t>(p.nheads) * dq_rows * kHeadDim;
+  const int64_t block_row = static_cast<int64_t>(t.head) * dq_rows + s.q_start + static_cast<int64_t>(t.batch) * kBlockM + row0;
+  const float* src = dq_accum + block_row * kHeadDim + tidx;
+  CUTE_UNROLL
+  for (int i = 0; i < size(coord); ++i) {
+    float v = 0.f;
+    for (int sl = 0; sl < slices; ++sl) v += src[sl * slice_stride + i * kBwdPrepThreads];
+    *reinterpret_cast<Element*>(&tile[get<0>(coord(i))][get<1>(coord(i))]) = static_cast<Element>(v * p.scale_softmax);
+  }
+  __syncthreads();
   const bool varlen_q = p.cu_seqlens_q != nullptr;
-  const int64_t dq_off = (varlen_q ? s.q_start * p.dq_row_stride : tile.batch * p.dq_batch_stride) +
-                         tile.head * p.dq_head_stride + row * p.dq_row_stride;
-  Element* dq_row = static_cast<Element*>(p.dq) + dq_off;
-  const int64_t slice_stride = static_cast<int64_t>(p.nheads) * p.total_q * head_dim_rounded;
-  const float* acc_row =
-      dq_accum + (static_cast<int64_t>(tile.head) * p.total_q + s.q_start + row) * head_dim_rounded;
-  for (int c = lane * 8; c < p.head_dim; c += 8 * kBwdPrepLanesPerRow) {
-    float v[8];
-    CUTE_UNROLL
-    for (int i = 0; i < 8; ++i) v[i] = 0.f;
-    for (int sl = 0; sl < slices; ++sl) {
-      const float4* src = reinterpret_cast<const float4*>(acc_row + sl * slice_stride + c);
-      const float4 a = src[0], b = src[1];
-      v[0] += a.x, v[1] += a.y, v[2] += a.z, v[3] += a.w;
-      v[4] += b.x, v[5] += b.y, v[6] += b.z, v[7] += b.w;
+  Element* dq = static_cast<Element*>(p.dq) + (varlen_q ? s.q_start * p.dq_row_stride : t.batch * p.dq_batch_stride) +
+                t.head * p.dq_head_stride;
+  constexpr int kChunksPerRow = kHeadDim / 8;
+  for (int idx = tidx; idx < kBlockM * kChunksPerRow; idx += kBwdPrepThreads) {
+    const int r = idx / kChunksPerRow, c = (idx - r * kChunksPerRow) * 8;
+    if (row0 + r < s.sq && c < p.head_dim) {
+      *reinterpret_cast<uint4*>(dq + (row0 + r) * p.dq_row_stride + c) = *reinterpret_cast<const uint4*>(&tile[r][c]);
     }
-    cutlass::Array<Element, 8> out;
-    CUTE_UNROLL
-    for (int i = 0; i < 8; ++i) out[i] = static_cast<Element>(v[i] * p.scale_softmax);
-    *reinterpret_cast<cutlass::Array<Element, 8>*>(dq_row + c) = out;
   }
 }
 

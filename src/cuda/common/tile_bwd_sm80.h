@@ -2,14 +2,16 @@
 // planner sizes the workspace from it and the launch template instantiates exactly these tiles, so the
 // two can never disagree.
 //
-// Shared memory of one CTA (16-bit elements): Q and dO tiles (kBlockM x d, `q_stages` buffers each),
-// K and V tiles (kBlockN x d), P and dS tiles (kBlockM x kBlockN). Two tables, like the forward:
-// "large" for >= 160 KB per block (A100/A30: 163 KB, H100/H200 running sm_90 SASS: 227 KB) and "small"
-// for sm86/sm89 (99 KB). A head dim whose small tile does not fit has none (block_m == 0): NOT_SUPPORTED.
+// Shared memory of one CTA: Q and dO tiles (kBlockM x d, `q_stages` buffers each), K and V tiles
+// (kBlockN x d), P and dS tiles (kBlockM x kBlockN), all 16-bit, and the fp32 LSE and D of each stage's
+// rows. One table per shared-memory class (BwdSmemClass: 99 KB sm86/sm89, 163 KB A100/A30, 227 KB
+// H100/H200 running sm_90 SASS); a head dim with no tile in any class that fits the device has none
+// (block_m == 0): NOT_SUPPORTED.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 
 namespace flashattn {
 
@@ -25,15 +27,22 @@ struct TileBwdSm80 {
 
 constexpr size_t bwd_smem_bytes_sm80(int head_dim, TileBwdSm80 t) {
   return static_cast<size_t>(2 * t.q_stages * t.block_m * head_dim + 2 * t.block_n * head_dim +
-                             2 * t.block_m * t.block_n) * 2;
+                             2 * t.block_m * t.block_n) * 2 +
+         static_cast<size_t>(t.q_stages) * 2 * t.block_m * 4;
 }
+
+// The shared-memory classes the tile tables are written for: opt-in bytes per block of sm86/sm89,
+// of A100/A30, and of H100/H200 running the sm_90 SASS of this path.
+enum class BwdSmemClass { k99KB, k163KB, k227KB };
 
 // Register budget (255 per thread, 256 threads): dK and dV accumulate in registers for the whole CTA,
 // 2 * block_n * d / 256 floats, plus S and dP (block_m * block_n / 256 each). block_n = 128 keeps that
 // <= 128 + 64 up to d128; wider heads drop to block_n = 64 (dK + dV = 128 floats at d256).
 // block_m = 64 everywhere: it is the k extent of dK/dV += ^T products and the M of S, dP and dQ, and
-// 64 rows x 4 row-warps gives each warp one m16 tile.
-constexpr TileBwdSm80 bwd_tile_sm80(int head_dim, bool small_smem) {
+// 64 rows x 4 row-warps gives each warp one m16 tile. (128 rows at d64, as FA2 runs it, spilled 180-944
+// bytes per thread here: S and dP alone take 128 registers.)
+constexpr TileBwdSm80 bwd_tile_sm80(int head_dim, BwdSmemClass cls) {
+  const bool small_smem = cls == BwdSmemClass::k99KB;
   // d32: 64 KB; d64: 96 KB, fits the 99 KB of sm86/89 as it is.
   if (head_dim <= 64) return {64, 128, 8, 2};
   // d96: 128 KB large; 88 KB small with 64 keys per CTA.
@@ -44,16 +53,18 @@ constexpr TileBwdSm80 bwd_tile_sm80(int head_dim, bool small_smem) {
   if (head_dim <= 160) return small_smem ? TileBwdSm80{64, 64, 8, 1} : TileBwdSm80{64, 64, 8, 2};
   // d192: 160 KB large. Small would need 112 KB even single-buffered: not supported on sm86/89.
   if (head_dim <= 192) return small_smem ? TileBwdSm80{0, 0, 0, 0} : TileBwdSm80{64, 64, 8, 2};
-  // d224/d256: single-buffered Q/dO (128 / 144 KB) so A100's 163 KB holds them; none on sm86/89.
-  return small_smem ? TileBwdSm80{0, 0, 0, 0} : TileBwdSm80{64, 64, 8, 1};
+  // d224/d256: none on sm86/89; single-buffered Q/dO (128 / 144 KB) on A100's 163 KB; double-buffered
+  // (188 / 208 KB) where 227 KB allow, so the next block's Q/dO loads overlap all five products.
+  if (small_smem) return TileBwdSm80{0, 0, 0, 0};
+  return cls == BwdSmemClass::k163KB ? TileBwdSm80{64, 64, 8, 1} : TileBwdSm80{64, 64, 8, 2};
 }
 
-// The large table when the device's opt-in shared memory holds it, else the small one (which may be none).
+// The tile of the largest class whose table fits the device's opt-in shared memory (none: block_m 0).
 constexpr TileBwdSm80 bwd_tile_for_device_sm80(int head_dim, size_t smem_optin_bytes) {
-  const TileBwdSm80 large = bwd_tile_sm80(head_dim, false);
-  if (bwd_smem_bytes_sm80(head_dim, large) <= smem_optin_bytes) return large;
-  const TileBwdSm80 small = bwd_tile_sm80(head_dim, true);
-  if (small.block_m > 0 && bwd_smem_bytes_sm80(head_dim, small) <= smem_optin_bytes) return small;
+  for (BwdSmemClass c : {BwdSmemClass::k227KB, BwdSmemClass::k163KB, BwdSmemClass::k99KB}) {
+    const TileBwdSm80 t = bwd_tile_sm80(head_dim, c);
+    if (t.block_m > 0 && bwd_smem_bytes_sm80(head_dim, t) <= smem_optin_bytes) return t;
+  }
   return TileBwdSm80{0, 0, 0, 0};
 }
 
@@ -74,9 +85,14 @@ inline int bwd_dq_slices_sm80(bool deterministic, int num_sms, int64_t batch, in
   return s < 1 ? 1 : static_cast<int>(s);
 }
 
+// Rows of one head's dQ accumulator: each sequence padded by one block (sequence b's block m starts at
+// row q_start + b * block_m + m * block_m), so a sequence's last, partial block owns a whole block.
+// Inside a block the accumulator is in the main kernel's fragment order (bwd_kernel_sm80.cuh).
+constexpr int64_t bwd_dq_rows_sm80(int64_t total_q, int64_t batch, int block_m) { return total_q + batch * block_m; }
+
 // Workspace carved by bwd(): every region 256-byte aligned, offsets in bytes.
 struct BwdWorkspaceSm80 {
-  size_t dq_accum;     // fp32 (slices, nheads, total_q, head_dim_rounded)
+  size_t dq_accum;     // fp32 (slices, nheads, bwd_dq_rows_sm80, head_dim_rounded)
   size_t dpsum;        // fp32 (nheads, total_q): D = rowsum(dO * O)
   size_t sink_partial; // fp32 (nheads, batch * prep_blocks): per-CTA partial sums of dsinks
   size_t total;
@@ -84,10 +100,11 @@ struct BwdWorkspaceSm80 {
 
 constexpr size_t bwd_align256(size_t x) { return (x + 255) / 256 * 256; }
 
-inline BwdWorkspaceSm80 bwd_workspace_sm80(int slices, int nheads, int64_t total_q, int head_dim_rounded,
+inline BwdWorkspaceSm80 bwd_workspace_sm80(int slices, int nheads, int64_t total_q, int head_dim_rounded, int block_m,
                                            int64_t batch, int64_t seqlen_q, bool sinks) {
   BwdWorkspaceSm80 w{};
-  const size_t dq = static_cast<size_t>(slices) * nheads * total_q * head_dim_rounded * sizeof(float);
+  const size_t dq = static_cast<size_t>(slices) * nheads * bwd_dq_rows_sm80(total_q, batch, block_m) *
+                    head_dim_rounded * sizeof(float);
   const size_t dps = static_cast<size_t>(nheads) * total_q * sizeof(float);
   const int64_t prep_blocks = (seqlen_q + kBwdPrepRows - 1) / kBwdPrepRows;
   const size_t sp = sinks ? static_cast<size_t>(nheads) * batch * prep_blocks * sizeof(float) : 0;

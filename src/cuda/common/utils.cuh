@@ -82,33 +82,37 @@ FLASHATTN_DEVICE auto column_predicate(TC const& coord, int head_dim) {
   return pred;
 }
 
-// Global -> shared copy of one tile partition (CPY, CPY_ROWS, CPY_COLS) with cp.async. Rows at or past
-// `rows_left` and 8-column chunks with pred_col false are zero-filled in shared memory instead, so ragged
-// tiles and head dims below the kernel's need no special case downstream. kCheckRows = false compiles
-// the row test out for interior tiles.
-template <bool kCheckRows, typename TiledCopy, typename TS, typename TD, typename TC, typename TP>
-FLASHATTN_DEVICE void copy_tile_g2s(TiledCopy const& tiled_copy, TS const& src, TD&& dst, TC const& coord,
-                                    TP const& pred_col, int rows_left) {
+// One 16-byte cp.async from global to shared memory. With `valid` false it reads nothing and writes
+// zeros (src-size 0): a predicated chunk is one instruction, with no branch and no separate zeroing
+// store (which would also make ptxas order the shared-memory write against the later cp.async).
+FLASHATTN_DEVICE void cp_async_16_zfill(const void* src, void* dst, bool valid) {
+  SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(*static_cast<const cute::uint128_t*>(src),
+                                                        *static_cast<cute::uint128_t*>(dst), valid);
+}
+
+// One 4-byte cp.async (per-row scalars such as LSE), zero-filled when `valid` is false.
+FLASHATTN_DEVICE void cp_async_4_zfill(const float* src, float* dst, bool valid) {
+  SM80_CP_ASYNC_CACHEALWAYS_ZFILL<uint32_t>::copy(*reinterpret_cast<const uint32_t*>(src),
+                                                 *reinterpret_cast<uint32_t*>(dst), valid);
+}
+
+// Global -> shared copy of one tile partition (CPY, CPY_ROWS, CPY_COLS) with cp.async, one 16-byte chunk
+// per (row, column chunk). Rows at or past `rows_left` and 8-column chunks with pred_col false are
+// zero-filled in shared memory instead, so ragged tiles and head dims below the kernel's need no special
+// case downstream. kCheckRows = false compiles the row test out for interior tiles.
+template <bool kCheckRows, typename TS, typename TD, typename TC, typename TP>
+FLASHATTN_DEVICE void copy_tile_g2s(TS const& src, TD&& dst, TC const& coord, TP const& pred_col, int rows_left) {
   CUTE_UNROLL
   for (int m = 0; m < size<1>(src); ++m) {
-    if (!kCheckRows || get<0>(coord(0, m, 0)) < rows_left) {
-      CUTE_UNROLL
-      for (int k = 0; k < size<2>(src); ++k) {
-        if (pred_col(k)) {
-          copy(tiled_copy, src(_, m, k), dst(_, m, k));
-        } else {
-          clear(dst(_, m, k));
-        }
-      }
-    } else {
-      CUTE_UNROLL
-      for (int k = 0; k < size<2>(src); ++k) clear(dst(_, m, k));
-    }
+    const bool row_in = !kCheckRows || get<0>(coord(0, m, 0)) < rows_left;
+    CUTE_UNROLL
+    for (int k = 0; k < size<2>(src); ++k) cp_async_16_zfill(&src(0, m, k), &dst(0, m, k), row_in && pred_col(k));
   }
 }
 
 // The same copy for tiles whose rows do not sit at one stride (paged K/V, PackGQA query rows):
-// row_ptr(r) gives row r's column 0 in global memory. Every 16-byte chunk is one cp.async.
+// row_ptr(r) gives row r's column 0 in global memory. Rows past the end are cleared without calling
+// row_ptr (its page lookup is only defined inside the sequence).
 template <bool kCheckRows, typename TD, typename TC, typename TP, typename RowPtr>
 FLASHATTN_DEVICE void copy_rows_g2s(TD&& dst, TC const& coord, TP const& pred_col, int rows_left,
                                     RowPtr const& row_ptr) {
@@ -118,15 +122,7 @@ FLASHATTN_DEVICE void copy_rows_g2s(TD&& dst, TC const& coord, TP const& pred_co
     if (!kCheckRows || r < rows_left) {
       const auto* src = row_ptr(m, r);
       CUTE_UNROLL
-      for (int k = 0; k < size<2>(dst); ++k) {
-        if (pred_col(k)) {
-          SM80_CP_ASYNC_CACHEGLOBAL<cute::uint128_t>::copy(
-              *reinterpret_cast<const cute::uint128_t*>(src + get<1>(coord(0, m, k))),
-              *reinterpret_cast<cute::uint128_t*>(&dst(0, m, k)));
-        } else {
-          clear(dst(_, m, k));
-        }
-      }
+      for (int k = 0; k < size<2>(dst); ++k) cp_async_16_zfill(src + get<1>(coord(0, m, k)), &dst(0, m, k), pred_col(k));
     } else {
       CUTE_UNROLL
       for (int k = 0; k < size<2>(dst); ++k) clear(dst(_, m, k));

@@ -382,14 +382,14 @@ Plan plan_bwd(const BwdParams& p, int device) {
   const TileBwdSm80 tile = bwd_tile_for_device_sm80(rounded, optin);
   if (tile.block_m == 0) {
     fail(FLASHATTN_STATUS_NOT_SUPPORTED, "head_dim ", p.head_dim, ": the GPU backward needs ",
-         bwd_smem_bytes_sm80(rounded, bwd_tile_sm80(rounded, false)) / 1024, " KB of shared memory per block at head dim ",
+         bwd_smem_bytes_sm80(rounded, bwd_tile_sm80(rounded, BwdSmemClass::k163KB)) / 1024, " KB of shared memory per block at head dim ",
          rounded, "; this GPU (sm_", arch, ") offers ", optin / 1024,
          " KB (head dims up to 160 run on 99 KB GPUs such as sm86/sm89; larger ones need sm80 or sm90)");
   }
   const int slices = bwd_dq_slices_sm80(p.deterministic != 0, num_sms(device), p.batch, p.nheads_k, p.seqlen_k,
                                         tile.block_n);
   const BwdWorkspaceSm80 ws =
-      bwd_workspace_sm80(slices, p.nheads, p.total_q, rounded, p.batch, p.seqlen_q, p.sinks != nullptr);
+      bwd_workspace_sm80(slices, p.nheads, p.total_q, rounded, tile.block_m, p.batch, p.seqlen_q, p.sinks != nullptr);
   Plan plan;
   plan.path = FLASHATTN_PATH_SM80;
   plan.block_m = tile.block_m;
@@ -410,8 +410,8 @@ void bwd(const BwdParams& p, const Plan& plan, void* workspace, size_t workspace
   int rounded = 0;
   const KernelEntry* entry = check_bwd(p, device_arch(device), &rounded);
   if (rounded != plan.head_dim_rounded) fail(FLASHATTN_STATUS_INVALID_ARGUMENT, "plan: made for another head dim");
-  const BwdWorkspaceSm80 ws = bwd_workspace_sm80(plan.num_splits, p.nheads, p.total_q, rounded, p.batch, p.seqlen_q,
-                                                 p.sinks != nullptr);
+  const BwdWorkspaceSm80 ws = bwd_workspace_sm80(plan.num_splits, p.nheads, p.total_q, rounded, plan.block_m, p.batch,
+                                                 p.seqlen_q, p.sinks != nullptr);
   if (ws.total > workspace_bytes || (ws.total > 0 && workspace == nullptr)) {
     fail(FLASHATTN_STATUS_INVALID_ARGUMENT, "workspace: the GPU backward needs ", ws.total, " bytes, got ",
          workspace_bytes);

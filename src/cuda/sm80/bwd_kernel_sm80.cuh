@@ -21,7 +21,8 @@ namespace kern {
 
 // Device-side view of the carved workspace (filled by the launcher).
 struct BwdWorkspacePtrs {
-  float* dq_accum;      // (slices, nheads, total_q, kHeadDim)
+  float* dq_accum;      // (slices, nheads, dq_rows, kHeadDim), blocks in fragment order (add_dq)
+  int64_t dq_rows;      // bwd_dq_rows_sm80: total_q + one padding block per sequence
   float* dpsum;         // (nheads, total_q)
   int slices;           // dQ accumulator slices (1 unless deterministic)
   int grid_n;           // CTAs per (batch, kv head): key blocks, or slices when deterministic
@@ -90,11 +91,9 @@ struct BwdKernelSm80 {
       typename Traits::GmemTiledCopy g2s;
       auto thr = g2s.get_thread_slice(tidx);
       Tensor t_c = thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
-      Tensor pred_col = make_tensor<bool>(make_shape(size<2>(t_c)));
-      CUTE_UNROLL
-      for (int k = 0; k < size(pred_col); ++k) pred_col(k) = get<1>(t_c(0, 0, k)) < p.head_dim;
-      copy_tile_g2s<true>(g2s, thr.partition_S(g_k), thr.partition_D(s_k), t_c, pred_col, sk - n0);
-      copy_tile_g2s<true>(g2s, thr.partition_S(g_v), thr.partition_D(s_v), t_c, pred_col, sk - n0);
+      Tensor pred_col = column_predicate(t_c, p.head_dim);
+      copy_tile_g2s<true>(thr.partition_S(g_k), thr.partition_D(s_k), t_c, pred_col, sk - n0);
+      copy_tile_g2s<true>(thr.partition_S(g_v), thr.partition_D(s_v), t_c, pred_col, sk - n0);
       cute::cp_async_fence();
     }
 
@@ -110,7 +109,9 @@ struct BwdKernelSm80 {
       const int64_t do_offset =
           (varlen_q ? seq.q_start * p.do_row_stride : b * p.do_batch_stride) + h * p.do_head_stride;
       const int64_t head_rows = static_cast<int64_t>(h) * p.total_q + seq.q_start;
-      float* dq_accum = ws.dq_accum + (static_cast<int64_t>(slice) * p.nheads * p.total_q + head_rows) * kHeadDim;
+      const int64_t dq_row0 = (static_cast<int64_t>(slice) * p.nheads + h) * ws.dq_rows + seq.q_start +
+                              static_cast<int64_t>(b) * Traits::kBlockM;
+      float* dq_accum = ws.dq_accum + dq_row0 * kHeadDim;
       const Mask mask(p);
       const Score score(p, b, h);
       Mainloop::run(p, bi, do_offset, n_block, mask, score, dq_accum, ws.dpsum + head_rows, acc_dk, acc_dv, smem,

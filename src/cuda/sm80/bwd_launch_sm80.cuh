@@ -1,7 +1,7 @@
 // Launch template of the sm80-path backward, included only by the generated TUs (kernels.toml, family
 // "bwd"). One TU = (dtype, head dim, causal); inside it the mask (none/local) and the score policy
-// (plain/general) are run-time switches over template instantiations, and head dims with a 99 KB tile
-// (tile_bwd_sm80.h) carry it as well. Sequence on the stream, no allocation, no host sync:
+// (plain/general) are run-time switches over template instantiations, and each distinct tile of the
+// shared-memory classes (tile_bwd_sm80.h) is instantiated. Sequence on the stream, no allocation, no host sync:
 //   memset dq_accum -> preprocess (D, dsinks partials) -> main kernel -> convert dQ -> reduce dsinks.
 #pragma once
 
@@ -39,6 +39,9 @@ void launch_bwd_main_sm80(const BwdParams& p, const BwdWorkspacePtrs& ws, cudaSt
   using Kernel = BwdKernelSm80<Traits, Mask, Score>;
   auto* fn = &bwd_kernel_sm80<Kernel, Traits::kNThreads>;
   constexpr int smem = Traits::kSmemBytes;
+  static_assert(smem == bwd_smem_bytes_sm80(Traits::kHeadDim, TileBwdSm80{Traits::kBlockM, Traits::kBlockN,
+                                                                          Traits::kNWarps, Traits::kQStages}),
+                "the planner's shared-memory size must match the kernel's");
   if (smem > 48 * 1024) cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   const int64_t ctas = static_cast<int64_t>(ws.grid_n) * p.batch * p.nheads_k;
   if (ctas <= 0) return;
@@ -78,10 +81,11 @@ void run_bwd_tile_sm80(const BwdParams& p, cudaStream_t stream) {
   const int slices = p.num_splits > 1 ? p.num_splits : 1;
   const bool sinks = p.sinks != nullptr && p.dsinks != nullptr;
   const BwdWorkspaceSm80 layout =
-      bwd_workspace_sm80(slices, p.nheads, p.total_q, Traits::kHeadDim, p.batch, p.seqlen_q, sinks);
+      bwd_workspace_sm80(slices, p.nheads, p.total_q, Traits::kHeadDim, Traits::kBlockM, p.batch, p.seqlen_q, sinks);
   char* base = static_cast<char*>(p.workspace);
   BwdWorkspacePtrs ws;
   ws.dq_accum = reinterpret_cast<float*>(base + layout.dq_accum);
+  ws.dq_rows = bwd_dq_rows_sm80(p.total_q, p.batch, Traits::kBlockM);
   ws.dpsum = reinterpret_cast<float*>(base + layout.dpsum);
   ws.slices = slices;
   ws.num_n_blocks = static_cast<int>((p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN);
@@ -96,9 +100,12 @@ void run_bwd_tile_sm80(const BwdParams& p, cudaStream_t stream) {
         p, ws.dpsum, sink_partial, prep_blocks);
   }
   if (ws.num_n_blocks > 0) dispatch_bwd_main_sm80<Traits, kCausal>(p, ws, stream);
-  if (prep_ctas > 0) {
-    bwd_convert_dq_kernel<Element><<<dim3(static_cast<unsigned>(prep_ctas)), dim3(kBwdPrepThreads), 0, stream>>>(
-        p, ws.dq_accum, slices, Traits::kHeadDim, prep_blocks);
+  const int dq_blocks = static_cast<int>((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM);
+  const int64_t dq_ctas = static_cast<int64_t>(dq_blocks) * p.batch * p.nheads;
+  if (dq_ctas > 0) {
+    bwd_convert_dq_kernel<Element, typename Traits::TiledMmaDq, Traits::kBlockM, Traits::kHeadDim>
+        <<<dim3(static_cast<unsigned>(dq_ctas)), dim3(kBwdPrepThreads), 0, stream>>>(p, ws.dq_accum, slices,
+                                                                                    ws.dq_rows, dq_blocks);
   }
   if (sinks) {
     const int64_t per_head = static_cast<int64_t>(p.batch) * prep_blocks;
@@ -114,22 +121,27 @@ void run_bwd_tile_sm80(const BwdParams& p, cudaStream_t stream) {
 }  // namespace kern
 
 // Entry point called by the generated TUs. kCausal: window (-1, 0) exactly; any other window runs the
-// local mask of the non-causal instantiation. The host planner has already rejected head dims with no
-// tile on this device, so the small branch only runs where its tile exists.
+// local mask of the non-causal instantiation. One instantiation per distinct tile of the shared-memory
+// classes (classes with the same tile share it); the host planner has already rejected head dims with
+// no tile on this device, so only classes whose tile exists are launched.
+template <typename T, int kHeadDim, bool kCausal, BwdSmemClass kClass>
+void run_bwd_class_sm80(const BwdParams& p, cudaStream_t stream) {
+  constexpr TileBwdSm80 kTile = bwd_tile_sm80(kHeadDim, kClass);
+  if constexpr (kTile.block_m > 0) {
+    using Traits = kern::BwdTraitsSm80<kHeadDim, kTile.block_m, kTile.block_n, kTile.warps, kTile.q_stages, T>;
+    kern::run_bwd_tile_sm80<Traits, kCausal>(p, stream);
+  }
+}
+
 template <typename T, int kHeadDim, bool kCausal>
 void run_bwd_sm80(const BwdParams& p, cudaStream_t stream) {
-  constexpr TileBwdSm80 kLarge = bwd_tile_sm80(kHeadDim, false);
-  constexpr TileBwdSm80 kSmall = bwd_tile_sm80(kHeadDim, true);
-  using LargeTraits = kern::BwdTraitsSm80<kHeadDim, kLarge.block_m, kLarge.block_n, kLarge.warps, kLarge.q_stages, T>;
-  if constexpr (kLarge == kSmall || kSmall.block_m == 0) {
-    kern::run_bwd_tile_sm80<LargeTraits, kCausal>(p, stream);
+  const TileBwdSm80 tile = bwd_tile_for_device_sm80(kHeadDim, kern::bwd_device_smem_optin_bytes());
+  if (tile == bwd_tile_sm80(kHeadDim, BwdSmemClass::k227KB)) {
+    run_bwd_class_sm80<T, kHeadDim, kCausal, BwdSmemClass::k227KB>(p, stream);
+  } else if (tile == bwd_tile_sm80(kHeadDim, BwdSmemClass::k163KB)) {
+    run_bwd_class_sm80<T, kHeadDim, kCausal, BwdSmemClass::k163KB>(p, stream);
   } else {
-    using SmallTraits = kern::BwdTraitsSm80<kHeadDim, kSmall.block_m, kSmall.block_n, kSmall.warps, kSmall.q_stages, T>;
-    if (bwd_tile_for_device_sm80(kHeadDim, kern::bwd_device_smem_optin_bytes()) == kLarge) {
-      kern::run_bwd_tile_sm80<LargeTraits, kCausal>(p, stream);
-    } else {
-      kern::run_bwd_tile_sm80<SmallTraits, kCausal>(p, stream);
-    }
+    run_bwd_class_sm80<T, kHeadDim, kCausal, BwdSmemClass::k99KB>(p, stream);
   }
 }
 

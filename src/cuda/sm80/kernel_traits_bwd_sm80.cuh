@@ -28,19 +28,26 @@ struct BwdTraitsSm80 {
 
   // mma.sync m16n8k16, fp32 accumulate. Two warp grids; each warp's column step is 16 wide so one
   // ldmatrix.x4 feeds two n8 MMAs. The backward needs no row reductions across warps (P comes from the
-  // saved LSE), so the grid is chosen for shared-memory traffic alone: a warp computing an (m x n) piece
-  // with reduction length k reads (m + n) * k operand elements, least when the piece is square.
-  //   S = Q K^T, dP = dO V^T : (64 x kBlockN), k = d        TiledMmaSdP: 2 x 4 warps, 32 x 32 per warp
-  //                                                         (kBlockN = 128; 4 x 2 would be 16 x 64: +25%)
-  //   dV += P^T dO, dK += dS^T Q : (kBlockN x d), k = 64    TiledMmaDkv: 4 x 2 warps
-  //   dQ = dS K : (64 x d), k = kBlockN                     TiledMmaDq: 2 x 4 when d % 64 == 0, else 4 x 2
+  // saved LSE), so the grid is chosen for shared-memory traffic: a warp computing an (m x n) piece with
+  // reduction length k reads (m + n) * k operand elements, least when the piece is square.
+  //   S = Q K^T, dP = dO V^T : (64 x kBlockN), k = d   TiledMmaSdP: 2 x 4 warps, 32 x 32 per warp at 128 keys
+  //                                                    (4 x 2 would be 16 x 64: +25%)
+  //   dV += P^T dO, dK += dS^T Q : (kBlockN x d), k = 64    TiledMmaDkv
+  //   dQ = dS K : (64 x d), k = kBlockN                     TiledMmaDq
+  // Dkv and Dq take 2 x 4 where its piece is squarer than 4 x 2's (d256 dK/dV with 64 keys: 32 x 64,
+  // not 16 x 128), ties as measured first (dK/dV 4 x 2, dQ 2 x 4). 2 x 4 needs N % 64 == 0: its N tile
+  // is 4 warps x 16 columns.
+  static constexpr bool grid_2x4(int m, int n, bool on_tie) {
+    const int piece_2x4 = m / 2 + n / 4, piece_4x2 = m / 4 + n / 2;
+    return n % 64 == 0 && (piece_2x4 < piece_4x2 || (piece_2x4 == piece_4x2 && on_tie));
+  }
   using MmaAtom = std::conditional_t<std::is_same_v<Element, cutlass::half_t>, SM80_16x8x16_F32F16F16F32_TN,
                                      SM80_16x8x16_F32BF16BF16F32_TN>;
   using Grid4x2 = TiledMMA<MMA_Atom<MmaAtom>, Layout<Shape<_4, _2, _1>>, Tile<_64, _32, _16>>;
   using Grid2x4 = TiledMMA<MMA_Atom<MmaAtom>, Layout<Shape<_2, _4, _1>>, Tile<_32, _64, _16>>;
   using TiledMmaSdP = Grid2x4;
-  using TiledMmaDkv = Grid4x2;
-  using TiledMmaDq = std::conditional_t<kHeadDim % 64 == 0, Grid2x4, Grid4x2>;
+  using TiledMmaDkv = std::conditional_t<grid_2x4(kBlockN, kHeadDim, false), Grid2x4, Grid4x2>;
+  using TiledMmaDq = std::conditional_t<grid_2x4(kBlockM, kHeadDim, true), Grid2x4, Grid4x2>;
 
   // Shared memory rows XOR-swizzled in 16-byte chunks (as the forward): conflict-free ldmatrix, both
   // plain and transposed, and conflict-free 16-byte cp.async writes.
@@ -79,7 +86,9 @@ struct BwdTraitsSm80 {
   using GmemTiledCopyOut = decltype(make_tiled_copy(Copy_Atom<UniversalCopy<cute::uint128_t>, Element>{},
                                                     GmemLayoutAtom{}, Layout<Shape<_1, _8>>{}));
 
-  // Shared memory map (elements): [Q x stages][dO x stages][K][V][P][dS].
+  // Shared memory map (elements): [Q x stages][dO x stages][K][V][P][dS], then fp32 [LSE, D] rows x
+  // stages: the per-row statistics of each Q/dO stage arrive with its cp.async group, so a step reads
+  // them from shared memory instead of waiting on global loads.
   static constexpr int kSmemElemsQ = kBlockM * kHeadDim;
   static constexpr int kSmemElemsKV = kBlockN * kHeadDim;
   static constexpr int kSmemElemsPdS = kBlockM * kBlockN;
@@ -89,7 +98,9 @@ struct BwdTraitsSm80 {
   static constexpr int kOffV = kOffK + kSmemElemsKV;
   static constexpr int kOffP = kOffV + kSmemElemsKV;
   static constexpr int kOffDs = kOffP + kSmemElemsPdS;
-  static constexpr int kSmemBytes = (kOffDs + kSmemElemsPdS) * int(sizeof(Element));
+  static constexpr int kOffStats = kOffDs + kSmemElemsPdS;
+  static constexpr int kSmemFloatsStats = 2 * kBlockM;  // per stage
+  static constexpr int kSmemBytes = kOffStats * int(sizeof(Element)) + kQStages * kSmemFloatsStats * 4;
 };
 
 }  // namespace kern

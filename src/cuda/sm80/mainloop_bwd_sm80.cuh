@@ -59,6 +59,20 @@ struct KeyBlockRows {
   }
 };
 
+// dQ of one block added into its fp32 accumulator block in fragment order: element i of thread t goes to
+// block[i * kThreads + t], so the 32 lanes of a warp reduce into 128 contiguous bytes (one L2 request of
+// four full sectors; in (row, col) order a warp touched eight half-used sectors, and on H200 at d128 the
+// warps stalled on a full load/store queue). The convert kernel maps the order back. Rows past the
+// sequence add zeros (their P and dS are 0) into the sequence's own padding block. One thread per
+// element and a fixed thread -> element map: in deterministic mode (one CTA per slice) the additions to
+// an address come from one thread in program order.
+template <int kThreads, typename Acc>
+FLASHATTN_DEVICE void add_dq(Acc const& acc, float* block, int tidx) {
+  float* mine = block + tidx;
+  CUTE_UNROLL
+  for (int i = 0; i < size(acc); ++i) atomicAdd(mine + i * kThreads, acc(i));
+}
+
 template <typename Traits>
 struct MainloopBwdSm80 {
   using Element = typename Traits::Element;
@@ -67,9 +81,10 @@ struct MainloopBwdSm80 {
   static constexpr int kHeadDim = Traits::kHeadDim;
   static constexpr int kQStages = Traits::kQStages;
 
-  // Issues the cp.async loads of the Q and dO tiles of query block m_block into `stage`.
-  FLASHATTN_DEVICE static void load_q_do(const BwdParams& p, const BlockInfo& bi, int64_t do_offset, int m_block,
-                                         int stage, Element* smem, int tidx) {
+  // Issues the cp.async loads of the Q and dO tiles of query block m_block, and of its rows' LSE and D,
+  // into `stage`.
+  FLASHATTN_DEVICE static void load_q_do(const BwdParams& p, const BlockInfo& bi, int64_t do_offset,
+                                         const float* dpsum, int m_block, int stage, Element* smem, int tidx) {
     Tensor s_q = make_tensor(make_smem_ptr(smem + Traits::kOffQ + stage * Traits::kSmemElemsQ),
                              typename Traits::SmemLayoutQ{});
     Tensor s_do = make_tensor(make_smem_ptr(smem + Traits::kOffDo + stage * Traits::kSmemElemsQ),
@@ -83,17 +98,27 @@ struct MainloopBwdSm80 {
     typename Traits::GmemTiledCopy g2s;
     auto thr = g2s.get_thread_slice(tidx);
     Tensor t_c = thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-    Tensor pred_col = make_tensor<bool>(make_shape(size<2>(t_c)));
-    CUTE_UNROLL
-    for (int k = 0; k < size(pred_col); ++k) pred_col(k) = get<1>(t_c(0, 0, k)) < p.head_dim;
+    Tensor pred_col = column_predicate(t_c, p.head_dim);
     const int rows_left = bi.sq - m_block * kBlockM;
-    copy_tile_g2s<true>(g2s, thr.partition_S(g_q), thr.partition_D(s_q), t_c, pred_col, rows_left);
-    copy_tile_g2s<true>(g2s, thr.partition_S(g_do), thr.partition_D(s_do), t_c, pred_col, rows_left);
+    copy_tile_g2s<true>(thr.partition_S(g_q), thr.partition_D(s_q), t_c, pred_col, rows_left);
+    copy_tile_g2s<true>(thr.partition_S(g_do), thr.partition_D(s_do), t_c, pred_col, rows_left);
+    if (tidx < Traits::kSmemFloatsStats) {  // threads [0, kBlockM): LSE; [kBlockM, 2 kBlockM): D
+      const int r = tidx % kBlockM;
+      const int64_t row = static_cast<int64_t>(m_block) * kBlockM + r;
+      const float* src = tidx < kBlockM ? p.lse + bi.lse_offset + row : dpsum + row;
+      cp_async_4_zfill(src, stats_smem(smem, stage) + tidx, r < rows_left);
+    }
+  }
+
+  // The fp32 [LSE x kBlockM, D x kBlockM] rows of `stage`.
+  FLASHATTN_DEVICE static float* stats_smem(Element* smem, int stage) {
+    return reinterpret_cast<float*>(smem + Traits::kOffStats) + stage * Traits::kSmemFloatsStats;
   }
 
   // Runs every query block of head `head` that sees key block n_block. acc_dk / acc_dv: TiledMmaDkv
-  // fragments of (kBlockN, kHeadDim); dq_accum: this head's fp32 rows of the sequence (row 0 = the
-  // sequence's first query); dpsum: D of the same rows. K and V must be loading (or loaded) already.
+  // fragments of (kBlockN, kHeadDim); dq_accum: this head's fp32 accumulator blocks of the sequence
+  // (block m at m * kBlockM * kHeadDim); dpsum: D of the sequence's rows (row 0 = its first query).
+  // K and V must be loading (or loaded) already.
   template <typename Mask, typename Score, typename TensorDK, typename TensorDV>
   FLASHATTN_DEVICE static void run(const BwdParams& p, const BlockInfo& bi, int64_t do_offset, int n_block,
                                    const Mask& mask, const Score& score, float* dq_accum, const float* dpsum,
@@ -102,7 +127,7 @@ struct MainloopBwdSm80 {
     // Every warp must be done with the previous head's Q/dO stages before they are refilled.
     __syncthreads();
     if (rows.m_min >= rows.m_max) return;
-    load_q_do(p, bi, do_offset, rows.m_min, 0, smem, tidx);
+    load_q_do(p, bi, do_offset, dpsum, rows.m_min, 0, smem, tidx);
     cute::cp_async_fence();
 
     Tensor s_k = make_tensor(make_smem_ptr(smem + Traits::kOffK), typename Traits::SmemLayoutKV{});
@@ -135,7 +160,7 @@ struct MainloopBwdSm80 {
       cute::cp_async_wait<0>();
       __syncthreads();  // Q(m), dO(m) (and K, V) visible; every warp is done with the other stage and P, dS
       if constexpr (kQStages == 2) {
-        if (m_block + 1 < rows.m_max) load_q_do(p, bi, do_offset, m_block + 1, stage ^ 1, smem, t);
+        if (m_block + 1 < rows.m_max) load_q_do(p, bi, do_offset, dpsum, m_block + 1, stage ^ 1, smem, t);
         cute::cp_async_fence();
       }
 
@@ -150,17 +175,18 @@ struct MainloopBwdSm80 {
       Tensor coord_s = rowcol_view(thr_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{})));
       const int row0 = m_block * kBlockM;
       const int col0 = n_block * kBlockN;
-      // LSE and D of this thread's rows, loaded before the products so their latency hides behind them.
-      // Rows past the sequence read LSE = +inf (P = 0) and D = 0; rows that see no key have LSE = +inf
-      // (no sink) or every score -inf: P = 0, never NaN.
+      // LSE and D of this thread's rows, from the stage's shared copy. Rows past the sequence read
+      // LSE = +inf (P = 0) and D = 0; rows that see no key have LSE = +inf (no sink) or every score
+      // -inf: P = 0, never NaN.
+      const float* stats = stats_smem(smem, stage);
       float lse2[decltype(size<0>(s))::value];
       float dsum[decltype(size<0>(s))::value];
       CUTE_UNROLL
       for (int mi = 0; mi < size<0>(s); ++mi) {
-        const int r = row0 + get<0>(coord_s(mi, 0));
-        const bool in = r < bi.sq;
-        lse2[mi] = in ? p.lse[bi.lse_offset + r] * kLog2e : lse_log2_inf;
-        dsum[mi] = in ? dpsum[r] : 0.f;
+        const int r = get<0>(coord_s(mi, 0));
+        const bool in = row0 + r < bi.sq;
+        lse2[mi] = in ? stats[r] * kLog2e : lse_log2_inf;
+        dsum[mi] = in ? stats[kBlockM + r] : 0.f;
       }
       clear(acc_s);
       {
@@ -259,7 +285,7 @@ struct MainloopBwdSm80 {
       }
       if constexpr (kQStages == 1) {
         __syncthreads();  // every warp is done with Q and dO: refill the single stage
-        if (m_block + 1 < rows.m_max) load_q_do(p, bi, do_offset, m_block + 1, 0, smem, t);
+        if (m_block + 1 < rows.m_max) load_q_do(p, bi, do_offset, dpsum, m_block + 1, 0, smem, t);
         cute::cp_async_fence();
       }
 
@@ -276,16 +302,7 @@ struct MainloopBwdSm80 {
         Tensor r_kt = thr_dq.partition_fragment_B(s_kt);
         gemm_ss(acc_dq, r_ds, r_kt, thr_s2r_a_dq.partition_S(s_ds), thr_s2r_b_dq.partition_S(s_kt), mma_dq, s2r_a_dq,
                 s2r_b_dq, thr_s2r_a_dq, thr_s2r_b_dq);
-        // One thread per element and a fixed thread -> element map: in deterministic mode (one CTA per
-        // slice) the additions to an address come from one thread in program order.
-        Tensor coord_dq = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-        float* dq_block = dq_accum + static_cast<int64_t>(row0) * kHeadDim;
-        const int rows_left = bi.sq - row0;
-        CUTE_UNROLL
-        for (int i = 0; i < size(acc_dq); ++i) {
-          const int r = get<0>(coord_dq(i)), c = get<1>(coord_dq(i));
-          if (r < rows_left) atomicAdd(dq_block + r * kHeadDim + c, acc_dq(i));
-        }
+        add_dq<Traits::kNThreads>(acc_dq, dq_accum + static_cast<int64_t>(row0) * kHeadDim, t);
       }
     };
 

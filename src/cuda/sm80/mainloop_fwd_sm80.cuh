@@ -97,19 +97,17 @@ struct MainloopFwdSm80 {
     Tensor t_kvc = thr_g2s.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
     // Column chunks past head_dim (kernel head dim > problem head dim) are zero-filled: they add 0 to
     // Q K^T and produce output columns that are never stored. Q, K and V share the column split.
-    Tensor pred_col = make_tensor<bool>(make_shape(size<2>(t_qs)));
-    CUTE_UNROLL
-    for (int k = 0; k < size(pred_col); ++k) pred_col(k) = get<1>(t_qc(0, 0, k)) < p.head_dim;
+    Tensor pred_col = column_predicate(t_qc, p.head_dim);
 
     const int row0 = m_block * kBlockM;
-    if constexpr (kLoadQ) copy_tile_g2s<true>(g2s, t_qg, t_qs, t_qc, pred_col, bi.sq - row0);
+    if constexpr (kLoadQ) copy_tile_g2s<true>(t_qg, t_qs, t_qc, pred_col, bi.sq - row0);
     if (range.n_max > range.n_min) {
       const int n = range.n_max - 1;
       if constexpr (Kv::kPaged) {
         kv.template prefetch<kBlockN>(n, t_kvc);
         kv.template load<false, true, kBlockN>(n, t_ks, t_kvc, pred_col, bi.sk - n * kBlockN);
       } else {
-        copy_tile_g2s<true>(g2s, t_kg(_, _, _, n), t_ks, t_kvc, pred_col, bi.sk - n * kBlockN);
+        copy_tile_g2s<true>(t_kg(_, _, _, n), t_ks, t_kvc, pred_col, bi.sk - n * kBlockN);
       }
     }
     cute::cp_async_fence();
@@ -166,7 +164,7 @@ struct MainloopFwdSm80 {
         kv.template load<true, kMasked, kBlockN>(n, t_vs, t_kvc, pred_col, bi.sk - n * kBlockN);
         if (n > range.n_min) kv.template prefetch<kBlockN>(n - 1, t_kvc);
       } else {
-        copy_tile_g2s<kMasked>(g2s, t_vg(_, _, _, n), t_vs, t_kvc, pred_col, bi.sk - n * kBlockN);
+        copy_tile_g2s<kMasked>(t_vg(_, _, _, n), t_vs, t_kvc, pred_col, bi.sk - n * kBlockN);
       }
       cute::cp_async_fence();
 
@@ -181,7 +179,7 @@ struct MainloopFwdSm80 {
         if constexpr (Kv::kPaged) {
           kv.template load<false, false, kBlockN>(n - 1, t_ks, t_kvc, pred_col, 0);
         } else {
-          copy_tile_g2s<false>(g2s, t_kg(_, _, _, n - 1), t_ks, t_kvc, pred_col, 0);
+          copy_tile_g2s<false>(t_kg(_, _, _, n - 1), t_ks, t_kvc, pred_col, 0);
         }
       }
       cute::cp_async_fence();
