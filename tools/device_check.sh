@@ -17,9 +17,11 @@
 #   BUILD=dir          build tree; or a folder of binaries built elsewhere (libflashattn.so*, the
 #                      flashattn_gpu_*tests executables, flashattn-bench) with STEPS leaving out build.
 #                      The Python steps (pytest, suite, profile, overhead) need a library built with the
-#                      toolchain torch's process shares: a library built on the GPU host (its default
-#                      /opt/gcc g++ 13, libstdc++ not linked dynamically) segfaults on its first call from
-#                      torch, while the C++ tests pass. Carry one built on the development machine for them.
+#                      toolchain torch's process shares: one built with the GPU host's default /opt/gcc
+#                      g++ 13 (libstdc++ not linked dynamically) segfaults on its first call from torch,
+#                      while the C++ tests pass. Step build therefore uses the host's /usr/bin/g++-12 when
+#                      it exists and CXX is unset; that library ran inside torch (step bench).
+#   CXX=... CUDAHOSTCXX=...   host compilers of step build's first configure of a tree
 #   TEST_RUNS=...      step test: executables to run side by side, NAME@VAR=VALUE for an environment
 #   BENCH_ARGS=...     extra arguments of bench/quick_fwd_vs_fa2.py
 #   SUITES="bwd decode" SUITE_ARGS="--quick --dtype bf16"   step suite: bench/bench.py suites, JSON into $OUT
@@ -48,6 +50,9 @@ step_build() {
   if [ -d "$root/.deps/gtest" ] && [ ! -f /usr/include/gtest/gtest.h ]; then
     extra+=("-DGTest_DIR=$(ls -d "$root"/.deps/gtest/lib/*/cmake/GTest | head -1)")
   fi
+  # The compiler goes in through the environment, read on a tree's first configure only: a -D compiler
+  # that differs from a cached one makes CMake drop the cache together with this call's other -D values.
+  if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++-12 ]; then export CXX=/usr/bin/g++-12 CUDAHOSTCXX=/usr/bin/g++-12; fi
   local t0=$SECONDS
   cmake -S "$root" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHATTN_CUDA=ON \
     -DFLASHATTN_ARCHS="$ARCHS" -DFLASHATTN_HEADDIMS="$HEADDIMS" -DFLASHATTN_DTYPES="$DTYPES" -DFLASHATTN_FAMILIES="$FAMILIES" \
