@@ -87,7 +87,7 @@ inline int bwd_dq_slices_sm80(bool deterministic, int num_sms, int64_t batch, in
 
 // Rows of one head's dQ accumulator: each sequence padded by one block (sequence b's block m starts at
 // row q_start + b * block_m + m * block_m), so a sequence's last, partial block owns a whole block.
-// Inside a block the accumulator is in the main kernel's fragment order (bwd_kernel_sm80.cuh).
+// Inside a block the accumulator is in the main kernel's fragment order (add_dq in mainloop_bwd_sm80.cuh).
 constexpr int64_t bwd_dq_rows_sm80(int64_t total_q, int64_t batch, int block_m) { return total_q + batch * block_m; }
 
 // Workspace carved by bwd(): every region 256-byte aligned, offsets in bytes.
