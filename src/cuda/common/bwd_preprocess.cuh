@@ -96,9 +96,9 @@ __global__ void __launch_bounds__(kBwdPrepThreads) bwd_preprocess_kernel(const _
 
 // dQ = scale * sum_s dq_accum[s] of one kBlockM-row block, slices summed in order 0, 1, ... (bitwise
 // reproducible). The accumulator block is in the main kernel's fragment order (element i of thread t at
-// i * kThreads + t, tile_bwd_sm80.h): this kernel reads it with the same thread -> element map (loads of
-// 128 contiguous bytes per warp), places each value at its (row, col) of TiledMmaDq's partition in a
-// shared tile, and stores 16-byte row chunks. Rows outside the sequence are never written.
+// i * kThreads + t, add_dq in mainloop_bwd_sm80.cuh): this kernel reads it with the same thread -> element
+// map (loads of 128 contiguous bytes per warp), places each value at its (row, col) of TiledMmaDq's
+// partition in a shared tile, and stores 16-byte row chunks. Rows outside the sequence are never written.
 template <typename Element, typename TiledMmaDq, int kBlockM, int kHeadDim>
 __global__ void __launch_bounds__(kBwdPrepThreads) bwd_convert_dq_kernel(const __grid_constant__ BwdParams p,
                                                                          const float* dq_accum, int slices,
@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kBwdPrepThreads) bwd_convert_dq_kernel(const _
   TiledMmaDq mma;
   Tensor coord = mma.get_thread_slice(tidx).partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
   const int64_t slice_stride = static_cast<int64_t>(p.nheads) * dq_rows * kHeadDim;
-  const int64_t block_row = static_cast<int64_t>(t.head) * dq_rows + s.q_start + static_cast<int64_t>(t.batch) * kBlockM + row0;
+  const int64_t block_row = bwd_dq_seq_row0_sm80(0, p.nheads, t.head, dq_rows, s.q_start, t.batch, kBlockM) + row0;
   const float* src = dq_accum + block_row * kHeadDim + tidx;
   CUTE_UNROLL
   for (int i = 0; i < size(coord); ++i) {

@@ -89,6 +89,12 @@ inline int bwd_dq_slices_sm80(bool deterministic, int num_sms, int64_t batch, in
 // row q_start + b * block_m + m * block_m), so a sequence's last, partial block owns a whole block.
 // Inside a block the accumulator is in the main kernel's fragment order (add_dq in mainloop_bwd_sm80.cuh).
 constexpr int64_t bwd_dq_rows_sm80(int64_t total_q, int64_t batch, int block_m) { return total_q + batch * block_m; }
+// Accumulator row of sequence `batch`'s first query in slice `slice`, head `head` (the padding rule above);
+// used by the main kernel and the convert kernel alike.
+constexpr int64_t bwd_dq_seq_row0_sm80(int slice, int nheads, int head, int64_t dq_rows, int64_t q_start, int batch,
+                                       int block_m) {
+  return (static_cast<int64_t>(slice) * nheads + head) * dq_rows + q_start + static_cast<int64_t>(batch) * block_m;
+}
 
 // Workspace carved by bwd(): every region 256-byte aligned, offsets in bytes.
 struct BwdWorkspaceSm80 {

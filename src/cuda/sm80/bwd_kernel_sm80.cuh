@@ -109,9 +109,8 @@ struct BwdKernelSm80 {
       const int64_t do_offset =
           (varlen_q ? seq.q_start * p.do_row_stride : b * p.do_batch_stride) + h * p.do_head_stride;
       const int64_t head_rows = static_cast<int64_t>(h) * p.total_q + seq.q_start;
-      const int64_t dq_row0 = (static_cast<int64_t>(slice) * p.nheads + h) * ws.dq_rows + seq.q_start +
-                              static_cast<int64_t>(b) * Traits::kBlockM;
-      float* dq_accum = ws.dq_accum + dq_row0 * kHeadDim;
+      float* dq_accum =
+          ws.dq_accum + bwd_dq_seq_row0_sm80(slice, p.nheads, h, ws.dq_rows, seq.q_start, b, Traits::kBlockM) * kHeadDim;
       const Mask mask(p);
       const Score score(p, b, h);
       Mainloop::run(p, bi, do_offset, n_block, mask, score, dq_accum, ws.dpsum + head_rows, acc_dk, acc_dv, smem,

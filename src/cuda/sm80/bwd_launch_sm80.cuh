@@ -1,7 +1,8 @@
 // Launch template of the sm80-path backward, included only by the generated TUs (kernels.toml, family
 // "bwd"). One TU = (dtype, head dim, causal); inside it the mask (none/local) and the score policy
 // (plain/general) are run-time switches over template instantiations, and each distinct tile of the
-// shared-memory classes (tile_bwd_sm80.h) is instantiated. Sequence on the stream, no allocation, no host sync:
+// shared-memory classes (tile_bwd_sm80.h) is instantiated.
+// Sequence on the stream, no allocation, no host sync:
 //   memset dq_accum -> preprocess (D, dsinks partials) -> main kernel -> convert dQ -> reduce dsinks.
 #pragma once
 
