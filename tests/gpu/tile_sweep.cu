@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -21,8 +22,18 @@ namespace flashattn {
 void sweep_one() {
   using T = cutlass::bfloat16_t;
   using Traits = kern::FwdTraitsSm80<SWEEP_D, SWEEP_M, SWEEP_N, SWEEP_W, T>;
+  // SWEEP_SEQLENS="512 1024 ...": the sequence lengths timed (default 1k, 4k, 16k).
+  std::vector<int> seqlens;
+  if (const char* env = std::getenv("SWEEP_SEQLENS")) {
+    for (char* end = nullptr;; env = end) {
+      const long v = std::strtol(env, &end, 10);
+      if (end == env) break;
+      if (v > 0 && 16384 % v == 0) seqlens.push_back(static_cast<int>(v));
+    }
+  }
+  if (seqlens.empty()) seqlens = {1024, 4096, 16384};
   for (int causal = 0; causal < 2; ++causal) {
-    for (int s : {1024, 4096, 16384}) {
+    for (int s : seqlens) {
       const int d = SWEEP_D, h = 2048 / d, b = 16384 / s;
       const size_t n = static_cast<size_t>(b) * s * h * d;
       T *q, *k, *v, *o;

@@ -4,14 +4,16 @@
 //
 // Shared memory of one CTA: Q and dO tiles (kBlockM x d, `q_stages` buffers each), K and V tiles
 // (kBlockN x d), P and dS tiles (kBlockM x kBlockN), all 16-bit, and the fp32 LSE and D of each stage's
-// rows. One table per shared-memory class (BwdSmemClass: 99 KB sm86/sm89, 163 KB A100/A30, 227 KB
-// H100/H200 running sm_90 SASS); a head dim with no tile in any class that fits the device has none
-// (block_m == 0): NOT_SUPPORTED.
+// rows. One table per shared-memory class (SmemClassSm80 in tile_sm80.h: 99 KB sm86/sm89, 163 KB
+// A100/A30, 227 KB H100/H200 running sm_90 SASS); a head dim with no tile in any class that fits the
+// device has none (block_m == 0): NOT_SUPPORTED.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+
+#include "cuda/common/tile_sm80.h"
 
 namespace flashattn {
 
@@ -31,18 +33,14 @@ constexpr size_t bwd_smem_bytes_sm80(int head_dim, TileBwdSm80 t) {
          static_cast<size_t>(t.q_stages) * 2 * t.block_m * 4;
 }
 
-// The shared-memory classes the tile tables are written for: opt-in bytes per block of sm86/sm89,
-// of A100/A30, and of H100/H200 running the sm_90 SASS of this path.
-enum class BwdSmemClass { k99KB, k163KB, k227KB };
-
 // Register budget (255 per thread, 256 threads): dK and dV accumulate in registers for the whole CTA,
 // 2 * block_n * d / 256 floats, plus S and dP (block_m * block_n / 256 each). block_n = 128 keeps that
 // <= 128 + 64 up to d128; wider heads drop to block_n = 64 (dK + dV = 128 floats at d256).
 // block_m = 64 everywhere: it is the k extent of dK/dV += ^T products and the M of S, dP and dQ, and
 // 64 rows x 4 row-warps gives each warp one m16 tile. (128 rows at d64, as FA2 runs it, spilled 180-944
 // bytes per thread here: S and dP alone take 128 registers.)
-constexpr TileBwdSm80 bwd_tile_sm80(int head_dim, BwdSmemClass cls) {
-  const bool small_smem = cls == BwdSmemClass::k99KB;
+constexpr TileBwdSm80 bwd_tile_sm80(int head_dim, SmemClassSm80 cls) {
+  const bool small_smem = cls == SmemClassSm80::k99KB;
   // d32: 64 KB; d64: 96 KB, fits the 99 KB of sm86/89 as it is.
   if (head_dim <= 64) return {64, 128, 8, 2};
   // d96: 128 KB large; 88 KB small with 64 keys per CTA.
@@ -56,12 +54,12 @@ constexpr TileBwdSm80 bwd_tile_sm80(int head_dim, BwdSmemClass cls) {
   // d224/d256: none on sm86/89; single-buffered Q/dO (128 / 144 KB) on A100's 163 KB; double-buffered
   // (188 / 208 KB) where 227 KB allow, so the next block's Q/dO loads overlap all five products.
   if (small_smem) return TileBwdSm80{0, 0, 0, 0};
-  return cls == BwdSmemClass::k163KB ? TileBwdSm80{64, 64, 8, 1} : TileBwdSm80{64, 64, 8, 2};
+  return cls == SmemClassSm80::k163KB ? TileBwdSm80{64, 64, 8, 1} : TileBwdSm80{64, 64, 8, 2};
 }
 
 // The tile of the largest class whose table fits the device's opt-in shared memory (none: block_m 0).
 constexpr TileBwdSm80 bwd_tile_for_device_sm80(int head_dim, size_t smem_optin_bytes) {
-  for (BwdSmemClass c : {BwdSmemClass::k227KB, BwdSmemClass::k163KB, BwdSmemClass::k99KB}) {
+  for (SmemClassSm80 c : {SmemClassSm80::k227KB, SmemClassSm80::k163KB, SmemClassSm80::k99KB}) {
     const TileBwdSm80 t = bwd_tile_sm80(head_dim, c);
     if (t.block_m > 0 && bwd_smem_bytes_sm80(head_dim, t) <= smem_optin_bytes) return t;
   }

@@ -1,12 +1,15 @@
-// Tile shapes of the sm80-path forward kernel per head dim. Plain C++ (no CUDA headers): the host planner
-// reports them through flashattn_fwd_plan() and the launch template instantiates exactly these.
+// Tile shapes of the sm80-path forward kernel per head dim. Plain C++ (no CUDA headers): the host
+// planner reports them through flashattn_fwd_plan() and the launch template instantiates exactly these.
 //
-// Two tables: "large" for GPUs that give a block >= 160 KB of shared memory (A100/A30 sm80, H100/H200
-// running the sm80 path as sm_90 SASS: 163 / 227 KB) and "small" for sm86/sm89 (99 KB per block). Only
-// the head dims whose large tile does not fit 99 KB get a second instantiation, to keep compile time down.
+// One table per shared-memory class (SmemClassSm80: the per-block opt-in of sm86/sm89, of A100/A30,
+// and of H100/H200 running the sm80 path as sm_90 SASS). Only head dims whose tile differs between
+// classes get more than one instantiation, to keep compile time down.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+
+#include "core/params.h"
 
 namespace flashattn {
 
@@ -35,32 +38,64 @@ constexpr size_t fwd_smem_bytes_sm80(int head_dim, TileSm80 t) {
   return static_cast<size_t>(t.block_m + 2 * t.block_n) * head_dim * 2;
 }
 
+// The shared-memory classes the tile tables are written for, by per-block opt-in bytes: sm86/sm89
+// (99 KB), A100/A30 (163 KB), H100/H200 (227 KB; 228 KB per SM, so two 96 KB CTAs fit).
+enum class SmemClassSm80 { k99KB, k163KB, k227KB };
+
+constexpr SmemClassSm80 smem_class_sm80(size_t smem_optin_bytes) {
+  return smem_optin_bytes >= 227 * 1024   ? SmemClassSm80::k227KB
+         : smem_optin_bytes >= 163 * 1024 ? SmemClassSm80::k163KB
+                                          : SmemClassSm80::k99KB;
+}
+
 // Register budget (255/thread, fp32 accumulators): per thread, O holds block_m*d/threads floats and the
-// score tile block_m*block_n/threads floats; 4 warps x 128 rows keeps O + S <= 192 registers up to d128.
-// Wider heads move to 8 warps (16 rows per warp) so O stays <= 128 floats per thread at d256.
-// Every choice below was timed against its neighbours with tools/device_check.sh STEPS=sweep
-// (docs/kernels_sm80.md has the numbers).
-constexpr TileSm80 fwd_tile_sm80(int head_dim, bool small_smem) {
-  // d32: 128x128, 4 warps (S = 128 + O = 32 floats per thread, 24 KB smem): a wide N amortises the
-  // per-block softmax and barriers over the short QK^T. Measured on H200: 128x64 is 5-12% slower.
-  if (head_dim <= 32) return {128, 128, 4};
-  // d64..d128: 128x64, 4 warps: S = 64 + O <= 128 floats per thread, 32-64 KB smem (2 CTAs per SM by
-  // registers). Measured on H200 at d64: 128x128 (S = 128 floats) is 10-15% slower, 8 warps 20-30%
-  // slower (each warp re-reads all of K and V from shared memory for only 16 rows).
+// score tile block_m*block_n/threads floats. Every choice below was timed against its neighbours with
+// tools/device_check.sh STEPS=sweep and bench/bench.py on an H200 (docs/kernels_sm80.md has the numbers).
+// `short_rows`: the problem's query rows visit few keys on average (fwd_short_rows_sm80); only d224/d256
+// on the 227 KB class pick a different tile for them.
+constexpr TileSm80 fwd_tile_sm80(int head_dim, SmemClassSm80 cls, bool short_rows) {
+  // d32, d64: 128x128, 4 warps (S = 128 + O = 32/64 floats per thread, 24 / 48 KB smem): a wide N
+  // halves the per-block softmax, barriers and pipeline waits against the short QK^T. At d64 it
+  // spills ~140 B (outside the MMA stream) and still beats 128x64 by 3-8% non-causal and 1-2% causal
+  // from 2k keys; it loses 8% only at 512 causal keys, where it still runs 1.08x FA2.
+  if (head_dim <= 64) return {128, 128, 4};
+  // d96/d128: 128x64, 4 warps: O = 96/128 + S = 64 floats, 48 / 64 KB smem (2 CTAs per SM by
+  // registers). 64x64 is ~20% slower, 128x128/8w 3-15% slower.
   if (head_dim <= 128) return {128, 64, 4};
   // d160/d192: 128x64 with 8 warps: O = 80/96 floats, 80 / 96 KB smem: fits the 99 KB of sm86/89 too.
   if (head_dim <= 192) return {128, 64, 8};
-  // d224/d256: 128x64, 8 warps: O = 112/128 floats, 112 / 128 KB smem (1 CTA of 8 warps on H100,
-  // A100). Measured on H200 at d256: 64x64/4w (2 CTAs per SM) is 4-8% slower except causal at 1k,
-  // 128x32/8w 15-20% slower. sm86/89 cannot fit 128 KB in 99 KB: 64x64 with 4 warps (84 / 96 KB).
-  if (small_smem) return {64, 64, 4};
-  return {128, 64, 8};
+  // d224/d256, 227 KB class: two tiles. 64x64 with 4 warps (O = 112/128 floats, 84 / 96 KB) runs two
+  // CTAs per SM, so one CTA's prologue and epilogue overlap the other's MMAs and uneven causal rows
+  // balance: +4% non-causal at 512 keys, +14% / +10% / +6% / +2% causal at 512 / 1k / 2k / 8k keys
+  // (H200). 128x64 with 8 warps (112 / 128 KB, one CTA per SM) reads each K/V block from L2 for twice
+  // the rows: 2-5% faster once rows visit more keys than that. A100's 164 KB hold one 96 KB CTA only:
+  // 128x64/8w always. sm86/89 cannot fit 128 KB: 64x64/4w always.
+  if (cls == SmemClassSm80::k227KB) return short_rows ? TileSm80{64, 64, 4} : TileSm80{128, 64, 8};
+  if (cls == SmemClassSm80::k163KB) return {128, 64, 8};
+  return {64, 64, 4};
 }
 
-// The large table is used when the device's per-block opt-in shared memory holds its tile.
-constexpr TileSm80 fwd_tile_for_device_sm80(int head_dim, size_t smem_optin_bytes) {
-  const TileSm80 large = fwd_tile_sm80(head_dim, false);
-  return fwd_smem_bytes_sm80(head_dim, large) <= smem_optin_bytes ? large : fwd_tile_sm80(head_dim, true);
+// Whether the query rows of a problem visit few keys on average (the short_rows tile): rows under a
+// bottom-right diagonal (causal, or a right-bounded window with no left bound; row i of sq sees
+// sk - sq + i + 1 keys) up to 4096 keys on average, other rows up to 1024 keys (the window's width when
+// both sides are bounded). The two thresholds are the measured crossovers at d256 on an H200: uneven
+// diagonal rows keep profiting from two CTAs per SM for longer.
+constexpr bool fwd_short_rows_sm80(int64_t seqlen_q, int64_t seqlen_k, int window_left, int window_right) {
+  if (window_left >= 0 && window_right >= 0) {
+    const int64_t width = static_cast<int64_t>(window_left) + window_right + 1;
+    return (width < seqlen_k ? width : seqlen_k) <= 1024;
+  }
+  if (window_right >= 0) {
+    const int64_t avg = seqlen_k - seqlen_q / 2 + window_right;
+    return avg <= 4096;
+  }
+  return seqlen_k <= 1024;
+}
+
+// The tile a forward problem runs on: the launch template and the host planner both call this.
+constexpr TileSm80 fwd_tile_for_problem_sm80(int head_dim, size_t smem_optin_bytes, const FwdParams& p) {
+  return fwd_tile_sm80(head_dim, smem_class_sm80(smem_optin_bytes),
+                       fwd_short_rows_sm80(p.seqlen_q, p.seqlen_k, p.window_left, p.window_right));
 }
 
 }  // namespace flashattn

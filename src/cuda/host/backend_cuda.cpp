@@ -308,7 +308,7 @@ Plan plan_fwd(const FwdParams& p, int device) {
                   (ip.split.write_partial ? "+combine" : "");
     return plan;
   }
-  const TileSm80 tile = fwd_tile_for_device_sm80(rounded, smem_optin(device));
+  const TileSm80 tile = fwd_tile_for_problem_sm80(rounded, smem_optin(device), p);
   plan.path = FLASHATTN_PATH_SM80;
   plan.block_m = tile.block_m;
   plan.block_n = tile.block_n;
@@ -382,7 +382,7 @@ Plan plan_bwd(const BwdParams& p, int device) {
   const TileBwdSm80 tile = bwd_tile_for_device_sm80(rounded, optin);
   if (tile.block_m == 0) {
     fail(FLASHATTN_STATUS_NOT_SUPPORTED, "head_dim ", p.head_dim, ": the GPU backward needs ",
-         bwd_smem_bytes_sm80(rounded, bwd_tile_sm80(rounded, BwdSmemClass::k163KB)) / 1024, " KB of shared memory per block at head dim ",
+         bwd_smem_bytes_sm80(rounded, bwd_tile_sm80(rounded, SmemClassSm80::k163KB)) / 1024, " KB of shared memory per block at head dim ",
          rounded, "; this GPU (sm_", arch, ") offers ", optin / 1024,
          " KB (head dims up to 160 run on 99 KB GPUs such as sm86/sm89; larger ones need sm80 or sm90)");
   }

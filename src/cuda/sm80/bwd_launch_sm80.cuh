@@ -6,34 +6,19 @@
 //   memset dq_accum -> preprocess (D, dsinks partials) -> main kernel -> convert dQ -> reduce dsinks.
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 
 #include <cuda_runtime.h>
 
 #include "core/params.h"
 #include "cuda/common/bwd_preprocess.cuh"
+#include "cuda/common/device_smem.cuh"
 #include "cuda/common/tile_bwd_sm80.h"
 #include "cuda/sm80/bwd_kernel_sm80.cuh"
 
 namespace flashattn {
 
 namespace kern {
-
-// Per-block opt-in shared memory of the current device, cached per device (it never changes).
-inline size_t bwd_device_smem_optin_bytes() {
-  static std::atomic<int> cache[64];
-  int dev = 0;
-  cudaGetDevice(&dev);
-  if (dev >= 0 && dev < 64) {
-    const int v = cache[dev].load(std::memory_order_relaxed);
-    if (v > 0) return static_cast<size_t>(v);
-  }
-  int v = 0;
-  cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  if (dev >= 0 && dev < 64 && v > 0) cache[dev].store(v, std::memory_order_relaxed);
-  return static_cast<size_t>(v);
-}
 
 template <typename Traits, typename Mask, typename Score>
 void launch_bwd_main_sm80(const BwdParams& p, const BwdWorkspacePtrs& ws, cudaStream_t stream) {
@@ -125,7 +110,7 @@ void run_bwd_tile_sm80(const BwdParams& p, cudaStream_t stream) {
 // local mask of the non-causal instantiation. One instantiation per distinct tile of the shared-memory
 // classes (classes with the same tile share it); the host planner has already rejected head dims with
 // no tile on this device, so only classes whose tile exists are launched.
-template <typename T, int kHeadDim, bool kCausal, BwdSmemClass kClass>
+template <typename T, int kHeadDim, bool kCausal, SmemClassSm80 kClass>
 void run_bwd_class_sm80(const BwdParams& p, cudaStream_t stream) {
   constexpr TileBwdSm80 kTile = bwd_tile_sm80(kHeadDim, kClass);
   if constexpr (kTile.block_m > 0) {
@@ -136,13 +121,13 @@ void run_bwd_class_sm80(const BwdParams& p, cudaStream_t stream) {
 
 template <typename T, int kHeadDim, bool kCausal>
 void run_bwd_sm80(const BwdParams& p, cudaStream_t stream) {
-  const TileBwdSm80 tile = bwd_tile_for_device_sm80(kHeadDim, kern::bwd_device_smem_optin_bytes());
-  if (tile == bwd_tile_sm80(kHeadDim, BwdSmemClass::k227KB)) {
-    run_bwd_class_sm80<T, kHeadDim, kCausal, BwdSmemClass::k227KB>(p, stream);
-  } else if (tile == bwd_tile_sm80(kHeadDim, BwdSmemClass::k163KB)) {
-    run_bwd_class_sm80<T, kHeadDim, kCausal, BwdSmemClass::k163KB>(p, stream);
+  const TileBwdSm80 tile = bwd_tile_for_device_sm80(kHeadDim, kern::device_smem_optin_bytes());
+  if (tile == bwd_tile_sm80(kHeadDim, SmemClassSm80::k227KB)) {
+    run_bwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k227KB>(p, stream);
+  } else if (tile == bwd_tile_sm80(kHeadDim, SmemClassSm80::k163KB)) {
+    run_bwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k163KB>(p, stream);
   } else {
-    run_bwd_class_sm80<T, kHeadDim, kCausal, BwdSmemClass::k99KB>(p, stream);
+    run_bwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k99KB>(p, stream);
   }
 }
 

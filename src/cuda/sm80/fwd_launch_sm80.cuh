@@ -1,36 +1,21 @@
 // Launch template of the sm80-path forward kernel, included only by the generated TUs (kernels.toml,
 // family "fwd"). One TU = (dtype, head dim, causal); inside it the mask (none/local) and the score policy
-// (plain/general) are run-time switches over template instantiations, and head dims 224/256 also carry
-// the 99 KB-shared-memory tile for sm86/89.
+// (plain/general) are run-time switches over template instantiations, and each distinct tile of the
+// shared-memory classes (tile_sm80.h) is instantiated.
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 
 #include <cuda_runtime.h>
 
 #include "core/params.h"
+#include "cuda/common/device_smem.cuh"
 #include "cuda/common/tile_sm80.h"
 #include "cuda/sm80/fwd_kernel_sm80.cuh"
 
 namespace flashattn {
 
 namespace kern {
-
-// Per-block opt-in shared memory of the current device, cached per device (it never changes).
-inline size_t device_smem_optin_bytes() {
-  static std::atomic<int> cache[64];
-  int dev = 0;
-  cudaGetDevice(&dev);
-  if (dev >= 0 && dev < 64) {
-    int v = cache[dev].load(std::memory_order_relaxed);
-    if (v > 0) return static_cast<size_t>(v);
-  }
-  int v = 0;
-  cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  if (dev >= 0 && dev < 64 && v > 0) cache[dev].store(v, std::memory_order_relaxed);
-  return static_cast<size_t>(v);
-}
 
 template <typename Traits, typename Mask, typename Score, bool kLongestFirst = Mask::kCausal>
 void launch_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
@@ -71,21 +56,31 @@ void dispatch_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
 }  // namespace kern
 
 // Entry point called by the generated TUs. kCausal: window (-1, 0) exactly (the host picks the causal
-// instantiation then); any other window runs the local mask of the non-causal instantiation.
+// instantiation then); any other window runs the local mask of the non-causal instantiation. The tile is
+// fwd_tile_for_problem_sm80's, as the planner reports it; equal tiles of different classes (or of short
+// and long rows) are one instantiation.
+template <typename T, int kHeadDim, bool kCausal, SmemClassSm80 kClass>
+void run_fwd_class_sm80(const FwdParams& p, cudaStream_t stream) {
+  constexpr TileSm80 kLong = fwd_tile_sm80(kHeadDim, kClass, false);
+  constexpr TileSm80 kShort = fwd_tile_sm80(kHeadDim, kClass, true);
+  if (fwd_short_rows_sm80(p.seqlen_q, p.seqlen_k, p.window_left, p.window_right)) {
+    kern::dispatch_fwd_sm80<kern::FwdTraitsSm80<kHeadDim, kShort.block_m, kShort.block_n, kShort.warps, T>, kCausal>(
+        p, stream);
+  } else {
+    kern::dispatch_fwd_sm80<kern::FwdTraitsSm80<kHeadDim, kLong.block_m, kLong.block_n, kLong.warps, T>, kCausal>(
+        p, stream);
+  }
+}
+
 template <typename T, int kHeadDim, bool kCausal>
 void run_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
-  constexpr TileSm80 kLarge = fwd_tile_sm80(kHeadDim, false);
-  constexpr TileSm80 kSmall = fwd_tile_sm80(kHeadDim, true);
-  using LargeTraits = kern::FwdTraitsSm80<kHeadDim, kLarge.block_m, kLarge.block_n, kLarge.warps, T>;
-  if constexpr (kLarge == kSmall) {
-    kern::dispatch_fwd_sm80<LargeTraits, kCausal>(p, stream);
-  } else {
-    using SmallTraits = kern::FwdTraitsSm80<kHeadDim, kSmall.block_m, kSmall.block_n, kSmall.warps, T>;
-    if (fwd_tile_for_device_sm80(kHeadDim, kern::device_smem_optin_bytes()) == kLarge) {
-      kern::dispatch_fwd_sm80<LargeTraits, kCausal>(p, stream);
-    } else {
-      kern::dispatch_fwd_sm80<SmallTraits, kCausal>(p, stream);
-    }
+  switch (smem_class_sm80(kern::device_smem_optin_bytes())) {
+    case SmemClassSm80::k227KB:
+      return run_fwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k227KB>(p, stream);
+    case SmemClassSm80::k163KB:
+      return run_fwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k163KB>(p, stream);
+    default:
+      return run_fwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k99KB>(p, stream);
   }
 }
 
