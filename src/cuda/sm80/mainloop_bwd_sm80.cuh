@@ -142,7 +142,7 @@ struct MainloopBwdSm80 {
     typename Traits::TiledMmaDkv mma_dkv;
     typename Traits::TiledMmaDq mma_dq;
     const float lse_log2_inf = INFINITY;
-    const bool softcap_on = Score::kSoftcap && score.softcap > 0.f;
+    const bool softcap_on = Score::kSoftcap && score.tanh_scale != 0.f;
 
     auto step = [&](int m_block, int stage, auto masked_c) __attribute__((always_inline)) {
       constexpr bool kMasked = decltype(masked_c)::value;
@@ -197,31 +197,7 @@ struct MainloopBwdSm80 {
       }
       // Score policy, applied as in the forward; with softcap, tanh'(x) = 1 - tanh^2 is kept for dS.
       Tensor dtanh = make_tensor<float>(make_layout(shape(s)));
-      if constexpr (Score::kTransforms) {
-        if (softcap_on) {
-          CUTE_UNROLL
-          for (int i = 0; i < size(s); ++i) {
-            const float th = tanh_approx(s(i) * score.pre_scale);
-            s(i) = score.softcap * th;
-            dtanh(i) = 1.f - th * th;
-          }
-        } else {
-          CUTE_UNROLL
-          for (int i = 0; i < size(s); ++i) s(i) *= score.pre_scale;
-        }
-        if (Score::kAlibi && score.slope != 0.f) {
-          const int off = bi.sk - bi.sq;
-          CUTE_UNROLL
-          for (int mi = 0; mi < size<0>(s); ++mi) {
-            const int row = row0 + get<0>(coord_s(mi, 0));
-            CUTE_UNROLL
-            for (int nj = 0; nj < size<1>(s); ++nj) {
-              const int col = col0 + get<1>(coord_s(0, nj));
-              s(mi, nj) -= score.slope * fabsf(static_cast<float>(row + off - col));
-            }
-          }
-        }
-      }
+      score.template apply<true>(s, coord_s, row0, col0, bi.sq, bi.sk, dtanh);
       if constexpr (kMasked) mask.apply(s, coord_s, row0, col0, bi.sq, bi.sk);
 
       CUTE_UNROLL
