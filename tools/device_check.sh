@@ -13,15 +13,17 @@
 #   STEPS="build regs sass test sanitize bench"   steps to run, in this order
 #                      (also: pytest, checks = test + pytest side by side, suite, profile, overhead, pack,
 #                      sweep, detcost = the deterministic backward's cost, ncu = the backward against FA2
-#                      under ncu, NCU_SHAPES="batch seqlen heads headdim causal;...")
+#                      under ncu, NCU_SHAPES="batch seqlen heads headdim causal;...", errors = library
+#                      errors reach a torch process as exceptions, tools/check_errors_torch.py)
 #   BUILD=dir          build tree; or a folder of binaries built elsewhere (libflashattn.so*, the
 #                      flashattn_gpu_*tests executables, flashattn-bench) with STEPS leaving out build.
-#                      The Python steps (pytest, suite, profile, overhead) need a library built with the
-#                      toolchain torch's process shares: one built with the GPU host's default /opt/gcc
-#                      g++ 13 (libstdc++ not linked dynamically) segfaults on its first call from torch,
-#                      while the C++ tests pass. Step build therefore uses the host's /usr/bin/g++-12 when
-#                      it exists and CXX is unset; that library ran inside torch (step bench).
-#   CXX=... CUDAHOSTCXX=...   host compilers of step build's first configure of a tree
+#                      The GPU host's environment sets CXX=/opt/gcc/bin/g++ (g++ 13), which links
+#                      libstdc++ statically; the library keeps such static runtimes private
+#                      (CMakeLists.txt, --exclude-libs), so its errors reach a torch process as
+#                      exceptions (step errors checks it).
+#   CXX=... CUDAHOSTCXX=...   host compilers of step build's first configure of a tree (CMake reads them
+#                      from the environment on a tree's first configure only: a -D compiler that differs
+#                      from a cached one makes CMake drop the cache together with the call's other -D values)
 #   TEST_RUNS=...      step test: executables to run side by side, NAME@VAR=VALUE for an environment
 #   BENCH_ARGS=...     extra arguments of bench/quick_fwd_vs_fa2.py
 #   SUITES="bwd decode" SUITE_ARGS="--quick --dtype bf16"   step suite: bench/bench.py suites, JSON into $OUT
@@ -50,9 +52,6 @@ step_build() {
   if [ -d "$root/.deps/gtest" ] && [ ! -f /usr/include/gtest/gtest.h ]; then
     extra+=("-DGTest_DIR=$(ls -d "$root"/.deps/gtest/lib/*/cmake/GTest | head -1)")
   fi
-  # The compiler goes in through the environment, read on a tree's first configure only: a -D compiler
-  # that differs from a cached one makes CMake drop the cache together with this call's other -D values.
-  if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++-12 ]; then export CXX=/usr/bin/g++-12 CUDAHOSTCXX=/usr/bin/g++-12; fi
   local t0=$SECONDS
   cmake -S "$root" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHATTN_CUDA=ON \
     -DFLASHATTN_ARCHS="$ARCHS" -DFLASHATTN_HEADDIMS="$HEADDIMS" -DFLASHATTN_DTYPES="$DTYPES" -DFLASHATTN_FAMILIES="$FAMILIES" \
@@ -193,6 +192,16 @@ step_checks() {
   wait $pid
   rc=$?
   pytest_summary $rc $((SECONDS - t0))
+}
+
+# Library errors inside a torch process (an unbuilt head dim, invalid arguments) must arrive as Python
+# exceptions: a library whose C++ runtime does not match torch's can crash on its first throw instead.
+step_errors() {
+  local rc
+  FLASHATTN_LIBRARY="$(lib_path)" PYTHONPATH="$root/python" python3 "$root/tools/check_errors_torch.py" >"$OUT/errors.log" 2>&1
+  rc=$?
+  cat "$OUT/errors.log"
+  add errors "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(grep -c ' ok ' "$OUT/errors.log") of $(grep -c '^errors' "$OUT/errors.log") cases as expected (errors.log)"
 }
 
 # bench/bench.py suites through the Python binding; the result JSON lands in $OUT.
