@@ -70,8 +70,8 @@ struct OnlineSoftmax {
     }
   }
 
-  // Normalises o and returns each row's natural-log LSE. A sink (natural-log logit, same units as the
-  // final scores) joins the denominator only. Rows that saw no key: o = 0, LSE = +inf, or the sink.
+  // Normalises o and returns each row's natural-log LSE. A sink (a natural-log logit, whatever units
+  // the score policy left the scores in) joins the denominator only. Rows that saw no key: o = 0, LSE = +inf, or the sink.
   template <typename TensorO>
   FLASHATTN_DEVICE void finalize(TensorO& o, float scale_log2, bool has_sink, float sink, float (&lse)[kNRows]) {
     const float sink_log2 = sink * kLog2e;
