@@ -14,7 +14,8 @@
 #                      (also: pytest, checks = test + pytest side by side, suite, profile, overhead, pack,
 #                      sweep, detcost = the deterministic backward's cost, ncu = the backward against FA2
 #                      under ncu, NCU_SHAPES="batch seqlen heads headdim causal;...", errors = library
-#                      errors reach a torch process as exceptions, tools/check_errors_torch.py)
+#                      errors reach a torch process as exceptions, tools/check_errors_torch.py,
+#                      variants = A/B timing of patched copies of the tree, VARIANTS / CLI_SHAPES below)
 #   BUILD=dir          build tree; or a folder of binaries built elsewhere (libflashattn.so*, the
 #                      flashattn_gpu_*tests executables, flashattn-bench) with STEPS leaving out build.
 #                      The GPU host's environment sets CXX=/opt/gcc/bin/g++ (g++ 13), which links
@@ -89,7 +90,7 @@ def short(s):
     if m:
         d, bm, bn, w, t, c, l, sc, al = m.groups()
         mask = "causal" if c == "true" else ("local" if l == "true" else "none")
-        score = "general" if sc == "true" else "plain"
+        score = {("false", "false"): "plain", ("true", "false"): "softcap", ("false", "true"): "alibi"}.get((sc, al), "general")
         return f"fwd {t:11s} d{d:<4s} {bm}x{bn} {w}w mask={mask:6s} score={score}"
     m = re.search(r"FwdDecodeKernelSm80<(\w+), (\d+), (\d+), MaskPolicy<(\w+), (\w+)(?:, \w+)?>, ScorePolicy<(\w+), (\w+)>, (\w+)>", s)
     if m:
@@ -405,6 +406,84 @@ step_sweep() {
   } >"$OUT/sweep.log" 2>&1
   grep '^sweep' "$OUT/sweep.log"
   add sweep "$(grep -q '^sweep' "$OUT/sweep.log" && echo ok || echo FAIL)" "$(grep -c '^sweep' "$OUT/sweep.log") timings ($((SECONDS - t0)) s)"
+}
+
+# A/B of kernel variants without a commit each: VARIANTS="base name=patch ..." ("base" = this tree; a
+# patch, relative to the repository root, e.g. carried under build/variants/, is applied to a copy of the
+# tree). Each variant's flashattn-bench is built (head dims / dtypes / families from the environment) in
+# parallel, then every shape of CLI_SHAPES (';'-separated flashattn-bench arguments) runs on each variant in
+# turn, twice in alternating order, and the table gives each variant's best median ms and TFLOP/s.
+# VARIANT_NCU=1 adds ncu metrics of the first variant's forward kernel per shape (variants-ncu.txt).
+step_variants() {
+  local t0=$SECONDS v name patch dir pids=() rc=0 shape
+  local -A vdir
+  : >"$OUT/variants.log"
+  for v in ${VARIANTS:-base}; do
+    name=${v%%=*}
+    if [ "$v" = base ]; then
+      dir=$root
+    else
+      patch=$root/${v#*=}
+      dir=/tmp/variant-$name
+      rm -rf "$dir" && mkdir -p "$dir"
+      tar -C "$root" --exclude=./build -cf - . | tar -C "$dir" -xf -
+      (cd "$dir" && patch -p1 -s <"$patch") >>"$OUT/variants.log" 2>&1 || { add variants FAIL "patch $patch"; return 1; }
+    fi
+    vdir[$name]=$dir/build/variant
+    (
+      cmake -S "$dir" -B "$dir/build/variant" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHATTN_CUDA=ON \
+        -DFLASHATTN_ARCHS="$ARCHS" -DFLASHATTN_HEADDIMS="$HEADDIMS" -DFLASHATTN_DTYPES="$DTYPES" \
+        -DFLASHATTN_FAMILIES="$FAMILIES" -DFLASHATTN_CUDA_JOBS="$JOBS" -DFLASHATTN_BUILD_TESTS=OFF &&
+        cmake --build "$dir/build/variant" -j "$JOBS" --target flashattn-bench
+    ) >"$OUT/variant-$name.build" 2>&1 &
+    pids+=($!)
+  done
+  for v in "${pids[@]}"; do wait "$v" || rc=1; done
+  cat "$OUT"/variant-*.build >>"$OUT/variants.log"; rm -f "$OUT"/variant-*.build
+  [ $rc = 0 ] || { tail -30 "$OUT/variants.log"; add variants FAIL "build ($((SECONDS - t0)) s)"; return 1; }
+  local names=("${!vdir[@]}") order round n line
+  IFS=';' read -ra shapes <<<"${CLI_SHAPES:---batch 2 --seqlen 8192 --heads 16 --headdim 128 --causal}"
+  {
+    printf '%-70s' shape; for n in ${VARIANTS:-base}; do printf ' %18s' "${n%%=*} ms/TFLOPs"; done; echo
+  } >"$OUT/variants.txt"
+  for shape in "${shapes[@]}"; do
+    local -A best=()
+    for round in 0 1; do
+      order=(${VARIANTS:-base}); [ $round = 1 ] && order=($(printf '%s\n' "${order[@]}" | tac))
+      for v in "${order[@]}"; do
+        name=${v%%=*}
+        line=$("${vdir[$name]}/bench/cli/flashattn-bench" --device cuda --op fwd --no-math --no-check --iters 50 \
+          --warmup 5 $shape 2>>"$OUT/variants.log" | tee -a "$OUT/variants.log" | awk '$1 == "flashattn" {print $3, $4}')
+        [ -n "$line" ] || { rc=1; continue; }
+        if [ -z "${best[$name]:-}" ] || awk -v a="${line% *}" -v b="${best[$name]% *}" 'BEGIN {exit !(a < b)}'; then
+          best[$name]=$line
+        fi
+      done
+    done
+    {
+      printf '%-70s' "$shape"
+      for v in ${VARIANTS:-base}; do name=${v%%=*}; printf ' %18s' "$(echo "${best[$name]:-- -}" | awk '{printf "%.4f/%.1f", $1, $2}')"; done
+      echo
+    } >>"$OUT/variants.txt"
+    if [ "${VARIANT_NCU:-0}" = 1 ]; then
+      name=${names[0]}; for v in ${VARIANTS:-base}; do name=${v%%=*}; break; done
+      echo "==== $name: $shape" >>"$OUT/variants-ncu.txt"
+      ncu --clock-control none -k regex:fwd_kernel_sm80 -c 1 -f --metrics \
+gpu__time_duration.sum,smsp__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active,\
+sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,\
+sm__inst_executed_pipe_fma.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_alu.avg.pct_of_peak_sustained_active,\
+smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_dispatch_stall_per_issue_active.ratio,smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_tex_throttle_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio,sm__warps_active.avg.pct_of_peak_sustained_active \
+        "${vdir[$name]}/bench/cli/flashattn-bench" --device cuda --op fwd --no-math --no-check --iters 1 --warmup 0 $shape \
+        2>&1 | grep -E '^\s+(gpu__|smsp__|sm__)' >>"$OUT/variants-ncu.txt"
+    fi
+  done
+  cat "$OUT/variants.txt"
+  add variants "$([ $rc = 0 ] && echo ok || echo FAIL)" "${#shapes[@]} shapes x $(echo ${VARIANTS:-base} | wc -w) variants ($((SECONDS - t0)) s): variants.txt"
 }
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null | head -1 >"$OUT/summary.txt"

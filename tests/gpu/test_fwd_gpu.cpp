@@ -94,6 +94,30 @@ TEST(GpuFwd, EachOptionAlone) {
   gputest::report(gputest::run_and_check(cases, gputest::fresh_seed("EachOptionAlone")));
 }
 
+// Softcap and ALiBi, alone and together, under each mask: the causal TU's softcap and ALiBi kernels, and
+// the local general kernel that serves the other combinations (tile_sm80.h, fwd_score_sm80), including a
+// left window whose bottom blocks are masked on the left side only.
+TEST(GpuFwd, ScoreVariantsUnderEachMask) {
+  SKIP_WITHOUT_GPU();
+  std::vector<Case> cases;
+  int i = 0;
+  for (int d : {64, 128, 256})
+    for (auto pr : {kPairs[2], kPairs[5], kPairs[8], kPairs[11]})
+      for (int score = 0; score < 3; ++score)
+        for (int mask = 0; mask < 3; ++mask) {
+          Case c = base_case(d, pr, i++);
+          if (score != 1) c.softcap = 20.f;
+          if (score != 0) c.alibi = 1 + i % 2;
+          c.causal = mask == 1;
+          if (mask == 2) {  // a sliding window: causal with 200 keys to the left
+            c.window_left = 200;
+            c.window_right = 0;
+          }
+          cases.push_back(c);
+        }
+  gputest::report(gputest::run_and_check(cases, gputest::fresh_seed("ScoreVariantsUnderEachMask")));
+}
+
 TEST(GpuFwd, Varlen) {
   SKIP_WITHOUT_GPU();
   std::vector<Case> cases;

@@ -1,7 +1,8 @@
 // Tile sweep of the sm80-path forward kernel (built with -DFLASHATTN_GPU_TILE_SWEEP=ON only): times one
 // tile configuration, given by SWEEP_D / SWEEP_M / SWEEP_N / SWEEP_W, on the standard grid (bf16, hidden
-// 2048, batch = 16k / seqlen) with and without causal. The tile table in cuda/common/tile_sm80.h is
-// chosen from these numbers (docs/kernels_sm80.md).
+// 2048, batch = 16k / seqlen) with and without causal, and with SWEEP_WINDOW=L also under the sliding
+// window (L, 0) (local mask). The tile table in cuda/common/tile_sm80.h is chosen from these numbers
+// (docs/kernels_sm80.md).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -32,7 +33,10 @@ void sweep_one() {
     }
   }
   if (seqlens.empty()) seqlens = {1024, 4096, 16384};
-  for (int causal = 0; causal < 2; ++causal) {
+  const int window = std::getenv("SWEEP_WINDOW") ? std::atoi(std::getenv("SWEEP_WINDOW")) : -1;
+  // mode 0: no mask, 1: causal, 2: window (window, 0)
+  for (int mode = 0; mode < (window >= 0 ? 3 : 2); ++mode) {
+    const int causal = mode == 1;
     for (int s : seqlens) {
       const int d = SWEEP_D, h = 2048 / d, b = 16384 / s;
       const size_t n = static_cast<size_t>(b) * s * h * d;
@@ -72,12 +76,14 @@ void sweep_one() {
       p.scale_softmax = 1.f / std::sqrt(static_cast<float>(d));
       p.scale_softmax_log2 = p.scale_softmax * 1.4426950408889634f;
       p.is_causal = causal;
-      p.window_left = -1;
-      p.window_right = causal ? 0 : -1;
+      p.window_left = mode == 2 ? window : -1;
+      p.window_right = mode == 0 ? -1 : 0;
       p.num_splits = 1;
       auto launch = [&] {
         if (causal) {
           kern::launch_fwd_sm80<Traits, kern::MaskCausal, kern::ScorePlain, !SWEEP_ORDER_FWD>(p, nullptr);
+        } else if (mode == 2) {
+          kern::launch_fwd_sm80<Traits, kern::MaskLocal, kern::ScorePlain>(p, nullptr);
         } else {
           kern::launch_fwd_sm80<Traits, kern::MaskNone, kern::ScorePlain>(p, nullptr);
         }
@@ -97,9 +103,14 @@ void sweep_one() {
         ms.push_back(t);
       }
       std::sort(ms.begin(), ms.end());
-      const double flops = 4.0 * b * s * static_cast<double>(s) * h * d / (causal ? 2 : 1);
-      std::printf("sweep d%d %dx%d %dw%s causal=%d seqlen=%5d  %.3f ms  %.1f TFLOP/s  %s\n", d, SWEEP_M, SWEEP_N, SWEEP_W,
-                  SWEEP_ORDER_FWD ? " fwd-order" : "", causal, s, ms[ms.size() / 2], flops / ms[ms.size() / 2] / 1e9,
+      double pairs = static_cast<double>(s) * s / (causal ? 2 : 1);  // (query, key) pairs computed
+      if (mode == 2) {
+        pairs = 0;
+        for (int i = 0; i < s; ++i) pairs += std::min(i, window) + 1;
+      }
+      const double flops = 4.0 * b * h * d * pairs;
+      std::printf("sweep d%d %dx%d %dw%s %s seqlen=%5d  %.3f ms  %.1f TFLOP/s  %s\n", d, SWEEP_M, SWEEP_N, SWEEP_W,
+                  SWEEP_ORDER_FWD ? " fwd-order" : "", mode == 0 ? "none  " : (mode == 1 ? "causal" : "window"), s, ms[ms.size() / 2], flops / ms[ms.size() / 2] / 1e9,
                   cudaGetErrorString(cudaGetLastError()));
       cudaFree(q);
       cudaFree(k);

@@ -73,8 +73,10 @@ struct MaskPolicy {
     return r;
   }
 
-  // S in (rows, cols) register view; coord gives each element's (row, col) inside the tile.
-  template <typename TensorS, typename TensorC>
+  // S in (rows, cols) register view; coord gives each element's (row, col) inside the tile. kLeftOnly:
+  // the block lies left of every row's right bound and of sk (a left window's bottom blocks), so only
+  // the left bound is tested.
+  template <bool kLeftOnly = false, typename TensorS, typename TensorC>
   FLASHATTN_DEVICE void apply(TensorS& s, TensorC const& coord, int row0, int col0, int sq, int sk) const {
     const int pk = kPacked ? pack : 1;
     const int off = sk - sq / pk;
@@ -88,7 +90,7 @@ struct MaskPolicy {
       CUTE_UNROLL
       for (int nj = 0; nj < size<1>(s); ++nj) {
         const int col = col0 + get<1>(coord(0, nj));
-        if (col >= col_hi || col < col_lo) s(mi, nj) = -INFINITY;
+        if ((!kLeftOnly && col >= col_hi) || col < col_lo) s(mi, nj) = -INFINITY;
       }
     }
   }

@@ -77,6 +77,8 @@ struct ScorePolicy {
 };
 
 using ScorePlain = ScorePolicy<false, false>;
+using ScoreSoftcap = ScorePolicy<true, false>;
+using ScoreAlibi = ScorePolicy<false, true>;
 using ScoreGeneral = ScorePolicy<true, true>;
 
 }  // namespace kern

@@ -60,7 +60,7 @@ constexpr TileSm80 fwd_tile_sm80(int head_dim, SmemClassSm80 cls, bool short_row
   // from 2k keys; it loses 8% only at 512 causal keys, where it still runs 1.08x FA2.
   if (head_dim <= 64) return {128, 128, 4};
   // d96/d128: 128x64, 4 warps: O = 96/128 + S = 64 floats, 48 / 64 KB smem (2 CTAs per SM by
-  // registers). 64x64 is ~20% slower, 128x128/8w 3-15% slower.
+  // registers). 64x64/4w is ~20% slower, 128x128/8w 3-15% slower.
   if (head_dim <= 128) return {128, 64, 4};
   // d160/d192: 128x64 with 8 warps: O = 80/96 floats, 80 / 96 KB smem: fits the 99 KB of sm86/89 too.
   if (head_dim <= 192) return {128, 64, 8};
@@ -90,6 +90,29 @@ constexpr bool fwd_short_rows_sm80(int64_t seqlen_q, int64_t seqlen_k, int windo
     return avg <= 4096;
   }
   return seqlen_k <= 1024;
+}
+
+// Which instantiation of the "fwd" family serves a problem (the host's registry lookup and the launch
+// template's dispatch both follow this). The kernels of one (dtype, head dim):
+//   causal TU:     causal x {plain, softcap, alibi}
+//   non-causal TU: none x plain, local x {plain, general}
+// Softcap and ALiBi each get a causal kernel of their own: a kernel able to apply both issues the
+// other's instructions under a false predicate in every key block (64 MUFU.TANH per thread and block for
+// an ALiBi call: 0.87-0.93x of the plain causal kernel on an H200, 1.00x on its own kernel). The rare rest
+// (both together, either one without causal) runs the local general kernel: window (-1, 0) is the causal
+// mask, (-1, -1) no mask.
+enum class FwdScoreSm80 { kPlain, kSoftcap, kAlibi, kGeneral };
+
+constexpr FwdScoreSm80 fwd_score_sm80(const FwdParams& p) {
+  const bool softcap = p.softcap > 0.f, alibi = p.alibi_slopes != nullptr;
+  if (softcap && alibi) return FwdScoreSm80::kGeneral;
+  if (softcap) return FwdScoreSm80::kSoftcap;
+  return alibi ? FwdScoreSm80::kAlibi : FwdScoreSm80::kPlain;
+}
+
+// True when the causal TU serves p: the window (-1, 0) exactly, with at most one of softcap and ALiBi.
+constexpr bool fwd_uses_causal_tu_sm80(const FwdParams& p) {
+  return p.window_left < 0 && p.window_right == 0 && fwd_score_sm80(p) != FwdScoreSm80::kGeneral;
 }
 
 // The tile a forward problem runs on: the launch template and the host planner both call this.

@@ -90,12 +90,13 @@ void reject_unbuilt_features(const FwdParams& p) {
   if (p.num_splits > 1) not_built("split-KV (num_splits > 1)");
 }
 
-// Variant bits of the "fwd" family in manifest order: bit 0 = causal. The causal instantiation serves
-// exactly the window (-1, 0); every other window runs the local mask of the non-causal one.
-uint32_t fwd_variant_bits(const FwdParams& p) {
-  const bool causal = p.window_left < 0 && p.window_right == 0;
-  return causal ? 1u : 0u;
-}
+// Variant bits of the "fwd" family in manifest order: bit 0 = causal. The causal instantiation serves the
+// window (-1, 0) with at most one of softcap and ALiBi (fwd_uses_causal_tu_sm80); every other problem
+// runs the non-causal one's masks.
+uint32_t fwd_variant_bits(const FwdParams& p) { return fwd_uses_causal_tu_sm80(p) ? 1u : 0u; }
+
+// The same bit for the "bwd" family, whose causal instantiation serves exactly the window (-1, 0).
+uint32_t bwd_variant_bits(const FwdParams& p) { return p.window_left < 0 && p.window_right == 0 ? 1u : 0u; }
 
 // The forward's unbuilt features: the KV cache, paged K/V and split-KV run on the fwd_infer kernels.
 void reject_unbuilt_fwd(const FwdParams& p) {
@@ -360,10 +361,10 @@ const KernelEntry* check_bwd(const BwdParams& p, int arch, int* rounded_out) {
   if (rounded == 0 || p.head_dim <= 0) fail(FLASHATTN_STATUS_NOT_SUPPORTED, "head_dim: the GPU kernels take 8..256, got ", p.head_dim);
   if (p.dropout_p > 0.f) fail(FLASHATTN_STATUS_NOT_BUILT, "dropout in the GPU backward is not built yet");
   reject_unbuilt_features(p);
-  const KernelEntry* entry = find_kernel("bwd", "sm80", p.dtype, rounded, fwd_variant_bits(p));
+  const KernelEntry* entry = find_kernel("bwd", "sm80", p.dtype, rounded, bwd_variant_bits(p));
   if (entry == nullptr) {
     fail(FLASHATTN_STATUS_NOT_BUILT, "kernel bwd_sm80_", dtype_name(p.dtype), "_hdim", rounded,
-         (fwd_variant_bits(p) & 1u) ? "_causal" : "", " is not in this build: configure with FLASHATTN_HEADDIMS including ",
+         (bwd_variant_bits(p) & 1u) ? "_causal" : "", " is not in this build: configure with FLASHATTN_HEADDIMS including ",
          rounded, ", FLASHATTN_DTYPES including ", dtype_name(p.dtype), " and FLASHATTN_FAMILIES including bwd");
   }
   *rounded_out = rounded;

@@ -1,7 +1,7 @@
 // Launch template of the sm80-path forward kernel, included only by the generated TUs (kernels.toml,
-// family "fwd"). One TU = (dtype, head dim, causal); inside it the mask (none/local) and the score policy
-// (plain/general) are run-time switches over template instantiations, and each distinct tile of the
-// shared-memory classes (tile_sm80.h) is instantiated.
+// family "fwd"). One TU = (dtype, head dim, causal); inside it the mask and the score policy are run-time
+// switches over the template instantiations listed at fwd_score_sm80 (tile_sm80.h), and each distinct
+// tile of the shared-memory classes is instantiated.
 #pragma once
 
 #include <cstddef>
@@ -28,25 +28,25 @@ void launch_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
   fn<<<dim3(static_cast<unsigned>(ctas)), dim3(Traits::kNThreads), smem, stream>>>(p);
 }
 
+// The kernel set of one TU follows fwd_score_sm80 / fwd_uses_causal_tu_sm80 (tile_sm80.h): the host
+// sends a causal TU only causal problems with at most one of softcap and ALiBi.
 template <typename Traits, bool kCausal>
 void dispatch_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
-  const bool general_score = p.softcap > 0.f || p.alibi_slopes != nullptr;
+  const FwdScoreSm80 score = fwd_score_sm80(p);
   if constexpr (kCausal) {
-    if (general_score) {
-      launch_fwd_sm80<Traits, MaskCausal, ScoreGeneral>(p, stream);
+    if (score == FwdScoreSm80::kSoftcap) {
+      launch_fwd_sm80<Traits, MaskCausal, ScoreSoftcap>(p, stream);
+    } else if (score == FwdScoreSm80::kAlibi) {
+      launch_fwd_sm80<Traits, MaskCausal, ScoreAlibi>(p, stream);
     } else {
       launch_fwd_sm80<Traits, MaskCausal, ScorePlain>(p, stream);
     }
   } else {
     const bool local = p.window_left >= 0 || p.window_right >= 0;
-    if (local) {
-      if (general_score) {
-        launch_fwd_sm80<Traits, MaskLocal, ScoreGeneral>(p, stream);
-      } else {
-        launch_fwd_sm80<Traits, MaskLocal, ScorePlain>(p, stream);
-      }
-    } else if (general_score) {
-      launch_fwd_sm80<Traits, MaskNone, ScoreGeneral>(p, stream);
+    if (score != FwdScoreSm80::kPlain) {
+      launch_fwd_sm80<Traits, MaskLocal, ScoreGeneral>(p, stream);
+    } else if (local) {
+      launch_fwd_sm80<Traits, MaskLocal, ScorePlain>(p, stream);
     } else {
       launch_fwd_sm80<Traits, MaskNone, ScorePlain>(p, stream);
     }
@@ -55,8 +55,8 @@ void dispatch_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
 
 }  // namespace kern
 
-// Entry point called by the generated TUs. kCausal: window (-1, 0) exactly (the host picks the causal
-// instantiation then); any other window runs the local mask of the non-causal instantiation. The tile is
+// Entry point called by the generated TUs. kCausal: fwd_uses_causal_tu_sm80 holds (window (-1, 0) with at
+// most one of softcap and ALiBi); everything else runs the non-causal instantiation. The tile is
 // fwd_tile_for_problem_sm80's, as the planner reports it; equal tiles of different classes (or of short
 // and long rows) are one instantiation.
 template <typename T, int kHeadDim, bool kCausal, SmemClassSm80 kClass>

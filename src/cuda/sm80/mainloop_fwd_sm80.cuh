@@ -136,8 +136,10 @@ struct MainloopFwdSm80 {
     // instructions executed by every block, so masked and unmasked blocks run in separate loops instead.
     // The softmax needs no first-block case: row_max starts at -inf, so the first rescale multiplies the
     // zero accumulators by 0.
-    auto step = [&](int n, auto masked_c) __attribute__((always_inline)) {
-      constexpr bool kMasked = decltype(masked_c)::value;
+    // kind: 0 unmasked, 1 masked, 2 masked on the left side only (a left window's bottom blocks).
+    auto step = [&](int n, auto kind_c) __attribute__((always_inline)) {
+      constexpr int kKind = decltype(kind_c)::value;
+      constexpr bool kMasked = kKind != 0;
       // Per-thread shared/global addresses are rebuilt from an opaque copy of tidx every block: they are
       // loop-invariant, and hoisted they would pin ~40 registers (one per swizzled ldmatrix address),
       // which spilled the softmax state and added ~150 register moves per block at d128.
@@ -171,7 +173,7 @@ struct MainloopFwdSm80 {
       gemm_ss(acc_s, r_q, r_k, t_sq, t_sk, tiled_mma, s2r_q, s2r_k, thr_s2r_q, thr_s2r_k);
       Tensor s = rowcol_view(acc_s);
       score.apply(s, coord_s, row0, n * kBlockN, bi.sq, bi.sk);
-      if constexpr (kMasked) mask.apply(s, coord_s, row0, n * kBlockN, bi.sq, bi.sk);
+      if constexpr (kMasked) mask.template apply<kKind == 2>(s, coord_s, row0, n * kBlockN, bi.sq, bi.sk);
 
       cute::cp_async_wait<0>();
       __syncthreads();  // V(n) visible; every warp is done with K(n)
@@ -194,10 +196,10 @@ struct MainloopFwdSm80 {
     // first block visited always counts as masked), then the unmasked middle, then, for a left window,
     // masked ones at the bottom.
     int n = range.n_max - 1;
-    for (; n >= range.n_min && (n >= range.full_hi || n == range.n_max - 1); --n) step(n, cute::true_type{});
-    for (; n >= range.n_min && n >= range.full_lo; --n) step(n, cute::false_type{});
+    for (; n >= range.n_min && (n >= range.full_hi || n == range.n_max - 1); --n) step(n, cute::Int<1>{});
+    for (; n >= range.n_min && n >= range.full_lo; --n) step(n, cute::Int<0>{});
     if constexpr (Mask::kLocal) {
-      for (; n >= range.n_min; --n) step(n, cute::true_type{});
+      for (; n >= range.n_min; --n) step(n, cute::Int<2>{});
     }
   }
 };
