@@ -52,8 +52,9 @@ constexpr SmemClassSm80 smem_class_sm80(size_t smem_optin_bytes) {
 // score tile block_m*block_n/threads floats. Every choice below was timed against its neighbours with
 // tools/device_check.sh STEPS=sweep and bench/bench.py on an H200 (docs/kernels_sm80.md has the numbers).
 // `short_rows`: the problem's query rows visit few keys on average (fwd_short_rows_sm80); only d224/d256
-// on the 227 KB class pick a different tile for them.
-constexpr TileSm80 fwd_tile_sm80(int head_dim, SmemClassSm80 cls, bool short_rows) {
+// on the 227 KB class pick a different tile for them. `local`: the problem runs a local-mask kernel
+// (fwd_uses_local_mask_sm80).
+constexpr TileSm80 fwd_tile_sm80(int head_dim, SmemClassSm80 cls, bool short_rows, bool local) {
   // d32, d64: 128x128, 4 warps (S = 128 + O = 32/64 floats per thread, 24 / 48 KB smem): a wide N
   // halves the per-block softmax, barriers and pipeline waits against the short QK^T. At d64 it
   // spills ~140 B (outside the MMA stream) and still beats 128x64 by 3-8% non-causal and 1-2% causal
@@ -61,7 +62,14 @@ constexpr TileSm80 fwd_tile_sm80(int head_dim, SmemClassSm80 cls, bool short_row
   if (head_dim <= 64) return {128, 128, 4};
   // d96/d128: 128x64, 4 warps: O = 96/128 + S = 64 floats, 48 / 64 KB smem (2 CTAs per SM by
   // registers). 64x64/4w is ~20% slower, 128x128/8w 3-15% slower.
-  if (head_dim <= 128) return {128, 64, 4};
+  // Local masks: 64x64 with 2 warps (the same 32 rows and registers per warp, 32 / 48 KB, 4 CTAs per
+  // SM on the 227 KB class: the same 8 warps). A sliding window's band visits 1024 + 64 keys per row
+  // instead of 1024 + 128 and masks 2 of 17 blocks instead of 4 of 18: +4% at (1024, 0) on an H200,
+  // while unmasked and causal rows up to 8k keys run as fast as on 128x64/4w (-4% at 16k causal). On
+  // A100 (163 KB) three such CTAs (6 warps) would replace two of 8 warps: it keeps 128x64/4w, unmeasured.
+  if (head_dim <= 128) {
+    return local && head_dim > 64 && cls != SmemClassSm80::k163KB ? TileSm80{64, 64, 2} : TileSm80{128, 64, 4};
+  }
   // d160/d192: 128x64 with 8 warps: O = 80/96 floats, 80 / 96 KB smem: fits the 99 KB of sm86/89 too.
   if (head_dim <= 192) return {128, 64, 8};
   // d224/d256, 227 KB class: two tiles. 64x64 with 4 warps (O = 112/128 floats, 84 / 96 KB) runs two
@@ -115,10 +123,18 @@ constexpr bool fwd_uses_causal_tu_sm80(const FwdParams& p) {
   return p.window_left < 0 && p.window_right == 0 && fwd_score_sm80(p) != FwdScoreSm80::kGeneral;
 }
 
+// True when p runs a local-mask kernel of the non-causal TU: a window other than (-1, 0), or softcap /
+// ALiBi outside the causal TU's kernels.
+constexpr bool fwd_uses_local_mask_sm80(const FwdParams& p) {
+  return !fwd_uses_causal_tu_sm80(p) &&
+         (p.window_left >= 0 || p.window_right >= 0 || fwd_score_sm80(p) != FwdScoreSm80::kPlain);
+}
+
 // The tile a forward problem runs on: the launch template and the host planner both call this.
 constexpr TileSm80 fwd_tile_for_problem_sm80(int head_dim, size_t smem_optin_bytes, const FwdParams& p) {
   return fwd_tile_sm80(head_dim, smem_class_sm80(smem_optin_bytes),
-                       fwd_short_rows_sm80(p.seqlen_q, p.seqlen_k, p.window_left, p.window_right));
+                       fwd_short_rows_sm80(p.seqlen_q, p.seqlen_k, p.window_left, p.window_right),
+                       fwd_uses_local_mask_sm80(p));
 }
 
 }  // namespace flashattn

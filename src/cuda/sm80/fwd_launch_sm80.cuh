@@ -29,8 +29,9 @@ void launch_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
 }
 
 // The kernel set of one TU follows fwd_score_sm80 / fwd_uses_causal_tu_sm80 (tile_sm80.h): the host
-// sends a causal TU only causal problems with at most one of softcap and ALiBi.
-template <typename Traits, bool kCausal>
+// sends a causal TU only causal problems with at most one of softcap and ALiBi. kLocal: the local-mask
+// kernels of a non-causal TU (fwd_uses_local_mask_sm80), which may run on a tile of their own.
+template <typename Traits, bool kCausal, bool kLocal>
 void dispatch_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
   const FwdScoreSm80 score = fwd_score_sm80(p);
   if constexpr (kCausal) {
@@ -41,15 +42,14 @@ void dispatch_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
     } else {
       launch_fwd_sm80<Traits, MaskCausal, ScorePlain>(p, stream);
     }
-  } else {
-    const bool local = p.window_left >= 0 || p.window_right >= 0;
+  } else if constexpr (kLocal) {
     if (score != FwdScoreSm80::kPlain) {
       launch_fwd_sm80<Traits, MaskLocal, ScoreGeneral>(p, stream);
-    } else if (local) {
-      launch_fwd_sm80<Traits, MaskLocal, ScorePlain>(p, stream);
     } else {
-      launch_fwd_sm80<Traits, MaskNone, ScorePlain>(p, stream);
+      launch_fwd_sm80<Traits, MaskLocal, ScorePlain>(p, stream);
     }
+  } else {
+    launch_fwd_sm80<Traits, MaskNone, ScorePlain>(p, stream);
   }
 }
 
@@ -59,16 +59,27 @@ void dispatch_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
 // most one of softcap and ALiBi); everything else runs the non-causal instantiation. The tile is
 // fwd_tile_for_problem_sm80's, as the planner reports it; equal tiles of different classes (or of short
 // and long rows) are one instantiation.
+template <typename T, int kHeadDim, bool kCausal, bool kLocal, SmemClassSm80 kClass>
+void run_fwd_tile_sm80(const FwdParams& p, cudaStream_t stream) {
+  constexpr TileSm80 kLong = fwd_tile_sm80(kHeadDim, kClass, false, kLocal);
+  constexpr TileSm80 kShort = fwd_tile_sm80(kHeadDim, kClass, true, kLocal);
+  if (fwd_short_rows_sm80(p.seqlen_q, p.seqlen_k, p.window_left, p.window_right)) {
+    kern::dispatch_fwd_sm80<kern::FwdTraitsSm80<kHeadDim, kShort.block_m, kShort.block_n, kShort.warps, T>, kCausal,
+                            kLocal>(p, stream);
+  } else {
+    kern::dispatch_fwd_sm80<kern::FwdTraitsSm80<kHeadDim, kLong.block_m, kLong.block_n, kLong.warps, T>, kCausal,
+                            kLocal>(p, stream);
+  }
+}
+
 template <typename T, int kHeadDim, bool kCausal, SmemClassSm80 kClass>
 void run_fwd_class_sm80(const FwdParams& p, cudaStream_t stream) {
-  constexpr TileSm80 kLong = fwd_tile_sm80(kHeadDim, kClass, false);
-  constexpr TileSm80 kShort = fwd_tile_sm80(kHeadDim, kClass, true);
-  if (fwd_short_rows_sm80(p.seqlen_q, p.seqlen_k, p.window_left, p.window_right)) {
-    kern::dispatch_fwd_sm80<kern::FwdTraitsSm80<kHeadDim, kShort.block_m, kShort.block_n, kShort.warps, T>, kCausal>(
-        p, stream);
+  if constexpr (kCausal) {
+    run_fwd_tile_sm80<T, kHeadDim, true, false, kClass>(p, stream);
+  } else if (fwd_uses_local_mask_sm80(p)) {
+    run_fwd_tile_sm80<T, kHeadDim, false, true, kClass>(p, stream);
   } else {
-    kern::dispatch_fwd_sm80<kern::FwdTraitsSm80<kHeadDim, kLong.block_m, kLong.block_n, kLong.warps, T>, kCausal>(
-        p, stream);
+    run_fwd_tile_sm80<T, kHeadDim, false, false, kClass>(p, stream);
   }
 }
 
