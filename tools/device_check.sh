@@ -441,7 +441,8 @@ step_variants() {
   for v in "${pids[@]}"; do wait "$v" || rc=1; done
   cat "$OUT"/variant-*.build >>"$OUT/variants.log"; rm -f "$OUT"/variant-*.build
   [ $rc = 0 ] || { tail -30 "$OUT/variants.log"; add variants FAIL "build ($((SECONDS - t0)) s)"; return 1; }
-  local names=("${!vdir[@]}") order round n line
+  local first order round n line
+  first=${VARIANTS:-base}; first=${first%% *}; first=${first%%=*}
   IFS=';' read -ra shapes <<<"${CLI_SHAPES:---batch 2 --seqlen 8192 --heads 16 --headdim 128 --causal}"
   {
     printf '%-70s' shape; for n in ${VARIANTS:-base}; do printf ' %18s' "${n%%=*} ms/TFLOPs"; done; echo
@@ -466,8 +467,7 @@ step_variants() {
       echo
     } >>"$OUT/variants.txt"
     if [ "${VARIANT_NCU:-0}" = 1 ]; then
-      name=${names[0]}; for v in ${VARIANTS:-base}; do name=${v%%=*}; break; done
-      echo "==== $name: $shape" >>"$OUT/variants-ncu.txt"
+      echo "==== $first: $shape" >>"$OUT/variants-ncu.txt"
       ncu --clock-control none -k regex:fwd_kernel_sm80 -c 1 -f --metrics \
 gpu__time_duration.sum,smsp__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active,\
 sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,\
@@ -478,7 +478,7 @@ smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_w
 smsp__average_warps_issue_stalled_dispatch_stall_per_issue_active.ratio,smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,\
 smsp__average_warps_issue_stalled_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_tex_throttle_per_issue_active.ratio,\
 smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio,sm__warps_active.avg.pct_of_peak_sustained_active \
-        "${vdir[$name]}/bench/cli/flashattn-bench" --device cuda --op fwd --no-math --no-check --iters 1 --warmup 0 $shape \
+        "${vdir[$first]}/bench/cli/flashattn-bench" --device cuda --op fwd --no-math --no-check --iters 1 --warmup 0 $shape \
         2>&1 | grep -E '^\s+(gpu__|smsp__|sm__)' >>"$OUT/variants-ncu.txt"
     fi
   done

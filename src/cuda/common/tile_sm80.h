@@ -62,13 +62,14 @@ constexpr TileSm80 fwd_tile_sm80(int head_dim, SmemClassSm80 cls, bool short_row
   if (head_dim <= 64) return {128, 128, 4};
   // d96/d128: 128x64, 4 warps: O = 96/128 + S = 64 floats, 48 / 64 KB smem (2 CTAs per SM by
   // registers). 64x64/4w is ~20% slower, 128x128/8w 3-15% slower.
-  // Local masks: 64x64 with 2 warps (the same 32 rows and registers per warp, 32 / 48 KB, 4 CTAs per
+  // Local masks: 64x64 with 2 warps (the same 32 rows and registers per warp, 36 / 48 KB, 4 CTAs per
   // SM on the 227 KB class: the same 8 warps). A sliding window's band visits 1024 + 64 keys per row
   // instead of 1024 + 128 and masks 2 of 17 blocks instead of 4 of 18: +4% at (1024, 0) on an H200,
-  // while unmasked and causal rows up to 8k keys run as fast as on 128x64/4w (-4% at 16k causal). On
-  // A100 (163 KB) three such CTAs (6 warps) would replace two of 8 warps: it keeps 128x64/4w, unmeasured.
+  // while unmasked and causal rows up to 8k keys run as fast as on 128x64/4w (-4% at 16k causal).
+  // sm86/89 (99 KB) fit two such CTAs, the same 4 warps as one 128x64/4w CTA (unmeasured). On A100
+  // (163 KB) three (6 warps) would replace two CTAs of 8 warps: it keeps 128x64/4w (unmeasured).
   if (head_dim <= 128) {
-    return local && head_dim > 64 && cls != SmemClassSm80::k163KB ? TileSm80{64, 64, 2} : TileSm80{128, 64, 4};
+    return local && cls != SmemClassSm80::k163KB ? TileSm80{64, 64, 2} : TileSm80{128, 64, 4};
   }
   // d160/d192: 128x64 with 8 warps: O = 80/96 floats, 80 / 96 KB smem: fits the 99 KB of sm86/89 too.
   if (head_dim <= 192) return {128, 64, 8};
