@@ -15,13 +15,12 @@
 namespace flashattn {
 namespace kern {
 
-template <typename Traits, typename Mask, typename Score, bool kLongestFirst = Mask::kCausal>
+template <typename Traits, typename Mask, typename Score>
 struct FwdKernelSm80 {
   using Element = typename Traits::Element;
   using Mainloop = MainloopFwdSm80<Traits>;
   using Epilogue = EpilogueFwd<Traits>;
-  // Causal query blocks differ in work by up to seqlen / kBlockN key blocks: start the longest first.
-  using Scheduler = TileSchedulerFwd<kLongestFirst>;
+  using Scheduler = TileSchedulerFwd;
   static constexpr int kBlockM = Traits::kBlockM;
 
   static int num_m_blocks(const FwdParams& p) { return static_cast<int>((p.seqlen_q + kBlockM - 1) / kBlockM); }
@@ -29,7 +28,9 @@ struct FwdKernelSm80 {
   FLASHATTN_DEVICE static void run(const FwdParams& p, Element* smem) {
     const int tidx = threadIdx.x;
     const int num_m = static_cast<int>((p.seqlen_q + kBlockM - 1) / kBlockM);
-    const WorkTile tile = Scheduler::get(num_m, p.nheads);
+    // With a right bound the last query blocks see the most keys: start them first.
+    const bool last_first = Mask::kCausal || (Mask::kLocal && p.window_right >= 0);
+    const WorkTile tile = Scheduler::get(num_m, p.nheads, last_first);
     const BlockInfo bi = BlockInfo::make(p, tile.batch, tile.head);
     // Varlen: seqlen_q is the longest sequence; shorter ones leave trailing CTAs idle.
     if (tile.m_block * kBlockM >= bi.sq) return;

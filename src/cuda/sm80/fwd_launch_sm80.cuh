@@ -17,9 +17,9 @@ namespace flashattn {
 
 namespace kern {
 
-template <typename Traits, typename Mask, typename Score, bool kLongestFirst = Mask::kCausal>
+template <typename Traits, typename Mask, typename Score>
 void launch_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
-  using Kernel = FwdKernelSm80<Traits, Mask, Score, kLongestFirst>;
+  using Kernel = FwdKernelSm80<Traits, Mask, Score>;
   auto* fn = &fwd_kernel_sm80<Kernel, Traits::kNThreads>;
   constexpr int smem = Traits::kSmemBytes;
   if (smem > 48 * 1024) cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
