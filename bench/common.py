@@ -286,6 +286,23 @@ def summary_lines(records, peers, ours_filter=None, worst_allowance=0.03):
     return lines
 
 
+def variant_ratio_lines(records):
+    """flashattn's other-shapes records over its plain point of the same dtype and op (docs/performance.md:
+    within 10% of the plain kernel's TFLOP/s)."""
+    ours = [r for r in records if r["impl"] == "flashattn" and r.get("tflops")]
+    lines = []
+    for r in ours:
+        if r.get("variant") in (None, "plain"):
+            continue
+        plain = [p for p in ours if p.get("variant") == "plain" and p["dtype"] == r["dtype"] and p["op"] == r["op"]
+                 and p["headdim"] == r["headdim"] and p["seqlen_q"] == r["seqlen_q"] and p["causal"] == r["causal"]
+                 and p["nheads"] == HIDDEN // p["headdim"]]
+        if plain:
+            lines.append(f"  {r['op']} {r['dtype']} {r['variant']:<8} {r['tflops'] / plain[0]['tflops']:.3f}"
+                         f" ({r['tflops']:.1f} / {plain[0]['tflops']:.1f} TFLOP/s)")
+    return lines
+
+
 def format_table(records, peers, ours_filter=None, unit="TFLOP/s", scale=1.0):
     """Per-configuration rows: our metric, each peer's, and ours/peer for the peers that ran it."""
     rows = [r for r in records if r["impl"] == "flashattn" and metric(r) and (not ours_filter or ours_filter(r))]
