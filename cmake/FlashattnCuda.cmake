@@ -73,7 +73,14 @@ function(flashattn_add_cuda_objects target)
   add_library(${target} OBJECT ${_sources})
   target_include_directories(${target} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR}/include
                                                ${FLASHATTN_CUTLASS_INCLUDE} ${CUDAToolkit_INCLUDE_DIRS})
-  target_compile_definitions(${target} PRIVATE FLASHATTN_WITH_CUDA=1)
+  # FLASHATTN_SM80_CODE: the sm80 path has sm_80 SASS + compute_80 PTX (any sm80+ GPU); without it only
+  # sm_90 SASS, so only sm_90 devices (the 227 KB shared-memory class) can run it.
+  if("80" IN_LIST FLASHATTN_ARCHS)
+    set(_sm80_code 1)
+  else()
+    set(_sm80_code 0)
+  endif()
+  target_compile_definitions(${target} PRIVATE FLASHATTN_WITH_CUDA=1 FLASHATTN_SM80_CODE=${_sm80_code})
   target_compile_options(${target} PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr --use_fast_math -O3 -lineinfo -Xptxas=-v --threads=1
       -DCUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL=0 -Xcudafe=--diag_suppress=177>)

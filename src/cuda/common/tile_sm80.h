@@ -11,6 +11,12 @@
 
 #include "core/params.h"
 
+// 1 when the sm80 path is built as sm_80 SASS + compute_80 PTX (FLASHATTN_ARCHS has 80: every sm80+ GPU),
+// 0 when it is sm_90 SASS only (sm_90 devices, 227 KB class). Set by the build for the library's objects.
+#ifndef FLASHATTN_SM80_CODE
+#define FLASHATTN_SM80_CODE 1
+#endif
+
 namespace flashattn {
 
 struct TileSm80 {

@@ -264,6 +264,10 @@ int device_arch(int device) {
              "cudaDeviceGetAttribute(ComputeCapabilityMinor)");
   const int arch = major * 10 + minor;
   if (arch < 75) fail(FLASHATTN_STATUS_NOT_SUPPORTED, "unsupported GPU: sm_", arch, " (flashattn needs sm_75 or newer)");
+  if (!FLASHATTN_SM80_CODE && arch >= 80 && arch != 90) {
+    fail(FLASHATTN_STATUS_NOT_BUILT, "device sm_", arch, ": this build holds GPU code for sm_90 only; configure with "
+         "FLASHATTN_ARCHS including 80 (sm_80 SASS and compute_80 PTX) to run on it");
+  }
   return arch;
 }
 

@@ -85,13 +85,19 @@ void run_fwd_class_sm80(const FwdParams& p, cudaStream_t stream) {
 
 template <typename T, int kHeadDim, bool kCausal>
 void run_fwd_sm80(const FwdParams& p, cudaStream_t stream) {
-  switch (smem_class_sm80(kern::device_smem_optin_bytes())) {
-    case SmemClassSm80::k227KB:
-      return run_fwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k227KB>(p, stream);
-    case SmemClassSm80::k163KB:
-      return run_fwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k163KB>(p, stream);
-    default:
-      return run_fwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k99KB>(p, stream);
+  // A build without sm_80 code runs only on sm_90 devices (the planner rejects others), all of the 227 KB
+  // class: the other classes' tiles are not compiled (the dev preset's build time).
+  if constexpr (!FLASHATTN_SM80_CODE) {
+    return run_fwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k227KB>(p, stream);
+  } else {
+    switch (smem_class_sm80(kern::device_smem_optin_bytes())) {
+      case SmemClassSm80::k227KB:
+        return run_fwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k227KB>(p, stream);
+      case SmemClassSm80::k163KB:
+        return run_fwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k163KB>(p, stream);
+      default:
+        return run_fwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k99KB>(p, stream);
+    }
   }
 }
 
