@@ -41,7 +41,7 @@ struct ScorePolicy {
     if (kAlibi && p.alibi_slopes != nullptr) slope_units = p.alibi_slopes[b * p.alibi_batch_stride + h] / unit;
   }
 
-  // Whether the forward multiplies its Q tile by tanh_scale once in shared memory (scale_q_tile), so
+  // Whether the forward multiplies its Q tile by tanh_scale once in shared memory (scale_tile_smem), so
   // QK^T yields tanh's argument and no element pays the multiply: the softcap's score work is then
   // one MUFU.TANH per element. The scaled Q is rounded to the input type (half an ulp of Q, the size
   // of the rounding Q already carries); the backward recomputes with unscaled Q.
