@@ -118,6 +118,42 @@ TEST(GpuFwd, ScoreVariantsUnderEachMask) {
   gputest::report(gputest::run_and_check(cases, gputest::fresh_seed("ScoreVariantsUnderEachMask")));
 }
 
+// Window bounds on key-block boundaries and one row off them: the key blocks a band starts and ends on are
+// exactly the ones the mask range (MaskPolicy::range) must classify as edge or interior, on every tile
+// (the 2-warp local tile at d96/d128 included). Right bounds, left edges, both in one block, the last
+// partial query block, a key offset of 64, score variants, sinks and GQA.
+TEST(GpuFwd, WindowEdgesOnBlockBoundaries) {
+  SKIP_WITHOUT_GPU();
+  const std::pair<int64_t, int64_t> pairs[] = {{256, 512}, {512, 256}, {1000, 1064}, {1024, 1024}, {2048, 2048}};
+  const std::pair<int, int> windows[] = {{1024, 0}, {128, 0}, {64, 64},   {192, -1}, {-1, 64},
+                                         {0, 0},    {256, 128}, {127, 0}, {64, 63}};
+  std::vector<Case> cases;
+  int i = 0;
+  for (int d : {128, 96, 64, 256})
+    for (auto pr : pairs)
+      for (auto w : windows) {
+        if ((d == 64 || d == 256) && i % 3 != 0) {
+          ++i;
+          continue;
+        }
+        Case c = base_case(d, pr, i++);
+        c.window_left = w.first;
+        c.window_right = w.second;
+        switch (i % 5) {
+          case 1: c.softcap = 20.f; break;
+          case 2: c.alibi = 1; break;
+          case 3: c.sinks = true; break;
+          case 4:
+            c.nheads = 4;
+            c.nheads_k = 2;
+            break;
+          default: break;
+        }
+        cases.push_back(c);
+      }
+  gputest::report(gputest::run_and_check(cases, gputest::fresh_seed("WindowEdgesOnBlockBoundaries")));
+}
+
 TEST(GpuFwd, Varlen) {
   SKIP_WITHOUT_GPU();
   std::vector<Case> cases;
@@ -201,7 +237,15 @@ namespace {
 // enough for compute-sanitizer memcheck/racecheck (tools/device_check.sh runs GpuFwdSmall.* under both).
 TEST(GpuFwdSmall, SanitizerShapes) {
   SKIP_WITHOUT_GPU();
-  const std::vector<Case> cases = gputest::small_shape_cases({32, 72, 128, 256});
+  std::vector<Case> cases = gputest::small_shape_cases({32, 72, 128, 256});
+  // A sliding window whose both edges fall on key-block boundaries (the 2-warp local tile at d128).
+  Case c;
+  c.head_dim = 128;
+  c.batch = 1;
+  c.sq = c.sk = 256;
+  c.window_left = 128;
+  c.window_right = 0;
+  cases.push_back(c);
   gputest::report(gputest::run_and_check(cases, gputest::fresh_seed("SanitizerShapes")));
 }
 
