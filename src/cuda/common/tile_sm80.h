@@ -17,6 +17,16 @@
 #define FLASHATTN_SM80_CODE 1
 #endif
 
+// The device pass that makes sm_90 SASS serves sm_90 devices alone, every one of them in the 227 KB class,
+// so it compiles only that class's tiles: the kernels of the other tiles get a body that traps (never
+// launched there; a launch would fail loudly, not compute garbage). The sm_80 pass also makes the
+// compute_80 PTX that later GPUs of every class JIT, so it keeps every tile.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
+#define FLASHATTN_PASS_227KB_ONLY 1
+#else
+#define FLASHATTN_PASS_227KB_ONLY 0
+#endif
+
 namespace flashattn {
 
 struct TileSm80 {
@@ -77,8 +87,12 @@ constexpr TileSm80 fwd_tile_sm80(int head_dim, SmemClassSm80 cls, bool short_row
   if (head_dim <= 128) {
     return local && cls != SmemClassSm80::k163KB ? TileSm80{64, 64, 2} : TileSm80{128, 64, 4};
   }
-  // d160/d192: 128x64 with 8 warps: O = 80/96 floats, 80 / 96 KB smem: fits the 99 KB of sm86/89 too.
-  if (head_dim <= 192) return {128, 64, 8};
+  // d160/d192, 227 KB class: 64x64 with 4 warps (O = 80/96 + S = 32 floats per thread, 60 / 72 KB): two
+  // CTAs per SM overlap each other's prologue and epilogue: 3-20% faster than 128x64/8w up to 2k keys,
+  // within 2% at 16k, causal and not (H100, H200; docs/kernels_sm80.md). Elsewhere 128x64 with 8 warps
+  // (O = 80/96 floats, 80 / 96 KB: fits the 99 KB of sm86/89 too; 4 warps x 128 rows would hold 160-192
+  // O floats: spills).
+  if (head_dim <= 192) return cls == SmemClassSm80::k227KB ? TileSm80{64, 64, 4} : TileSm80{128, 64, 8};
   // d224/d256, 227 KB class: two tiles. 64x64 with 4 warps (O = 112/128 floats, 84 / 96 KB) runs two
   // CTAs per SM, so one CTA's prologue and epilogue overlap the other's MMAs and uneven causal rows
   // balance: +4% non-causal at 512 keys, +14% / +10% / +6% / +2% causal at 512 / 1k / 2k / 8k keys
@@ -88,6 +102,12 @@ constexpr TileSm80 fwd_tile_sm80(int head_dim, SmemClassSm80 cls, bool short_row
   if (cls == SmemClassSm80::k227KB) return short_rows ? TileSm80{64, 64, 4} : TileSm80{128, 64, 8};
   if (cls == SmemClassSm80::k163KB) return {128, 64, 8};
   return {64, 64, 4};
+}
+
+// Whether some problem of the class runs a kernel (local mask or not) on tile t: what a device pass has to
+// compile (see FLASHATTN_PASS_227KB_ONLY).
+constexpr bool fwd_tile_in_class_sm80(int head_dim, SmemClassSm80 cls, bool local, TileSm80 t) {
+  return fwd_tile_sm80(head_dim, cls, false, local) == t || fwd_tile_sm80(head_dim, cls, true, local) == t;
 }
 
 // Whether the query rows of a problem visit few keys on average (the short_rows tile): rows under a

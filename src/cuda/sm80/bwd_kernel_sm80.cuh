@@ -12,6 +12,7 @@
 #include "cuda/common/block_info.cuh"
 #include "cuda/common/mask.cuh"
 #include "cuda/common/score.cuh"
+#include "cuda/common/tile_bwd_sm80.h"
 #include "cuda/common/utils.cuh"
 #include "cuda/sm80/kernel_traits_bwd_sm80.cuh"
 #include "cuda/sm80/mainloop_bwd_sm80.cuh"
@@ -31,6 +32,7 @@ struct BwdWorkspacePtrs {
 
 template <typename Traits, typename Mask, typename Score>
 struct BwdKernelSm80 {
+  using KernelTraits = Traits;
   using Element = typename Traits::Element;
   using Mainloop = MainloopBwdSm80<Traits>;
   static constexpr int kBlockN = Traits::kBlockN;
@@ -152,8 +154,15 @@ struct BwdKernelSm80 {
 template <typename Kernel, int kNThreads>
 __global__ void __launch_bounds__(kNThreads, 1) bwd_kernel_sm80(const __grid_constant__ BwdParams p,
                                                                 const BwdWorkspacePtrs ws) {
-  extern __shared__ cute::uint128_t smem_bwd_sm80[];
-  Kernel::run(p, ws, reinterpret_cast<typename Kernel::Element*>(smem_bwd_sm80));
+  using Traits = typename Kernel::KernelTraits;
+  if constexpr (FLASHATTN_PASS_227KB_ONLY &&
+                !(bwd_tile_sm80(Traits::kHeadDim, SmemClassSm80::k227KB) ==
+                  TileBwdSm80{Traits::kBlockM, Traits::kBlockN, Traits::kNWarps, Traits::kQStages})) {
+    __trap();  // another class's tile in the sm_90 pass (tile_sm80.h): never launched there
+  } else {
+    extern __shared__ cute::uint128_t smem_bwd_sm80[];
+    Kernel::run(p, ws, reinterpret_cast<typename Kernel::Element*>(smem_bwd_sm80));
+  }
 }
 
 }  // namespace kern
