@@ -512,6 +512,10 @@ def parse_args(argv=None):
                          "--quick leaves flex out: it compiles per shape)")
     ap.add_argument("--threads", type=int, default=0, help="cpu suite: threads for both (0 = all cores)")
     ap.add_argument("--cpu-bwd", action="store_true", help="cpu suite: time the backward too")
+    ap.add_argument("--headdims", default=None,
+                    help="fwd/bwd suites: comma-separated head dims of the standard grid instead of 64,128,256 "
+                         "(nheads = 2048 // d); leaves out the other-shapes row, and the result file's name "
+                         "says which head dims it holds")
     ap.add_argument("--no-write", action="store_true", help="print the tables only")
     ap.add_argument("--compare-64row", action="store_true",
                     help="decode suite: also time paged flashattn on the 64-row kernel (FLASHATTN_DECODE_TILE=0)")
@@ -580,6 +584,7 @@ def run_gpu_suite(torch, args, suite):
     ceiling = measure_read_ceiling_tbps(torch, timer, gib=2 if args.quick else 4)
     log(f"{name}: bf16 8192^3 matmul {matmul:.0f} TFLOP/s, read ceiling {ceiling:.2f} TB/s")
     dtypes = ["bf16", "fp16"] if args.dtype == "all" else [args.dtype]
+    file_suite = suite
     if suite == "decode":
         records = []
         for dt in dtypes[:1] if args.quick else dtypes:
@@ -591,15 +596,20 @@ def run_gpu_suite(torch, args, suite):
             dtypes = dtypes[:1]
         # The other-shapes row is judged against its plain point (d128 8k causal, also a grid point): the
         # row, plain point included, runs after the grid in two interleaved rounds.
-        other = list(C.other_shapes(dtypes, args.quick))
+        headdims = [int(d) for d in args.headdims.split(",")] if args.headdims else None
+        other = [] if headdims else list(C.other_shapes(dtypes, args.quick))
         other_keys = {C.config_key(dict(c, op="")) for c in other}
-        grid = [c for c in C.standard_grid(dtypes, args.quick) if C.config_key(dict(c, op="")) not in other_keys]
+        grid = [c for c in C.standard_grid(dtypes, args.quick, headdims)
+                if C.config_key(dict(c, op="")) not in other_keys]
         records = run_compute(torch, args, suite, grid, impls, "cuda")
-        records += run_compute(torch, args, suite, other, impls, "cuda", rounds=2)
+        if other:
+            records += run_compute(torch, args, suite, other, impls, "cuda", rounds=2)
+        if headdims:
+            file_suite = f"{suite}-d" + "-d".join(str(d) for d in headdims)
     report(suite, records, ceiling)
     if args.no_write or not records:
         return []
-    return [C.write_results(C.result_path(args.out, name, suite), name, records, read_ceiling_tbps=ceiling,
+    return [C.write_results(C.result_path(args.out, name, file_suite), name, records, read_ceiling_tbps=ceiling,
                             matmul_tflops=matmul, torch=torch.__version__, quick=args.quick)]
 
 

@@ -76,10 +76,11 @@ SEQLENS = [512, 1024, 2048, 4096, 8192, 16384]
 HEADDIMS = [64, 128, 256]
 
 
-def standard_grid(dtypes, quick=False):
-    """bf16/fp16 x d 64/128/256 x seqlen 512..16k (batch = 16k / seqlen, nheads = 2048 / d) x causal."""
+def standard_grid(dtypes, quick=False, headdims=None):
+    """bf16/fp16 x d 64/128/256 x seqlen 512..16k (batch = 16k / seqlen, nheads = 2048 / d) x causal.
+    headdims replaces the head dims (nheads = 2048 // d: 12 at d160, 10 at d192)."""
     seqlens = [1024, 4096] if quick else SEQLENS
-    headdims = [128] if quick else HEADDIMS
+    headdims = headdims or ([128] if quick else HEADDIMS)
     for dtype in dtypes:
         for d in headdims:
             for s in seqlens:

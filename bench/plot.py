@@ -75,7 +75,7 @@ def add_header(fig, handles, labels, title):
 
 def is_grid(r):
     return (r.get("variant", "plain") == "plain" and r["seqlen_q"] == r["seqlen_k"]
-            and r["batch"] * r["seqlen_q"] == C.TOKENS and r["nheads"] * r["headdim"] == C.HIDDEN
+            and r["batch"] * r["seqlen_q"] == C.TOKENS and r["nheads"] == C.HIDDEN // r["headdim"]
             and r["nheads"] == r["nheads_k"] and not r.get("window") and not r.get("softcap")
             and not r.get("alibi"))
 
@@ -105,7 +105,7 @@ def plot_compute(plt, doc, stem, written):
                         groups = [(seqlen_label(s), {r["impl"]: r for r in pts if r["seqlen_q"] == s}) for s in seqlens]
                         grouped_bars(ax, groups, IMPL_ORDER, lambda r: r["tflops"], ylabel="TFLOP/s")
                         ax.set_title(f"head dim {d}, {'causal' if causal else 'non-causal'}", fontsize=10)
-                        ax.set_xlabel("sequence length (batch x seqlen = 16k, hidden 2048)")
+                        ax.set_xlabel("sequence length (batch x seqlen = 16k, nheads = 2048 // d)")
                 handles, labels = axes[0][0].get_legend_handles_labels()
                 add_header(fig, handles, labels, f"{OP_TITLE[op]} speed, {dtype} - {doc.get('gpu', '')}")
                 save(fig, f"{stem}-{op}-{dtype}.png", written, header=True)
