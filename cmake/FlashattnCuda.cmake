@@ -44,16 +44,26 @@ macro(flashattn_configure_cuda)
   endif()
 endmacro()
 
-# -gencode flags of a code path, restricted to FLASHATTN_ARCHS.
+# -gencode flags of a code path, restricted to FLASHATTN_ARCHS. OWN_SM90_PASS (sm80 path): the TU has
+# sm_90-only instructions (programmatic launch, cuda/common/pdl.cuh), so its sm_90 SASS comes from a
+# compute_90 device pass of its own.
 function(flashattn_path_gencode path out_var)
+  cmake_parse_arguments(PARSE_ARGV 2 _arg "OWN_SM90_PASS" "" "")
   set(flags "")
   if(path STREQUAL "sm80")
     # sm80 path: sm_80 SASS (runs on sm86/89 too), sm_90 SASS (Hopper), compute_80 PTX for later GPUs.
-    if("80" IN_LIST FLASHATTN_ARCHS)
-      list(APPEND flags "-gencode=arch=compute_80,code=[sm_80,compute_80]")
-    endif()
-    if("90" IN_LIST FLASHATTN_ARCHS)
-      list(APPEND flags "-gencode=arch=compute_90,code=sm_90")
+    # Both SASS come from one compute_80 front-end pass where possible: cicc (the front end and NVVM) is
+    # ~85% of a kernel TU's compile time and ptxas ~8%, and the sm_90 SASS ptxas makes from compute_80
+    # PTX is the one a compute_90 pass gives, instruction for instruction (docs/kernels_sm80.md, Build).
+    if("80" IN_LIST FLASHATTN_ARCHS AND "90" IN_LIST FLASHATTN_ARCHS AND NOT _arg_OWN_SM90_PASS)
+      list(APPEND flags "-gencode=arch=compute_80,code=[sm_80,sm_90,compute_80]")
+    else()
+      if("80" IN_LIST FLASHATTN_ARCHS)
+        list(APPEND flags "-gencode=arch=compute_80,code=[sm_80,compute_80]")
+      endif()
+      if("90" IN_LIST FLASHATTN_ARCHS)
+        list(APPEND flags "-gencode=arch=compute_90,code=sm_90")
+      endif()
     endif()
   elseif(path STREQUAL "sm75")
     list(APPEND flags "-gencode=arch=compute_75,code=sm_75")
@@ -93,10 +103,14 @@ function(flashattn_add_cuda_objects target)
       set_source_files_properties(${FLASHATTN_GENERATED_${_P}} PROPERTIES COMPILE_OPTIONS "${_flags}")
     endif()
   endforeach()
-  # Path-independent CUDA code (combine, metadata checks, rotary/append) runs on every GPU: sm80 path flags.
-  flashattn_path_gencode(sm80 _flags80)
+  flashattn_path_gencode(sm80 _flags80_own OWN_SM90_PASS)
+  if(FLASHATTN_GENERATED_OWN_SM90_PASS)
+    set_source_files_properties(${FLASHATTN_GENERATED_OWN_SM90_PASS} PROPERTIES COMPILE_OPTIONS "${_flags80_own}")
+  endif()
+  # Path-independent CUDA code (combine, metadata checks, rotary/append) runs on every GPU: sm80 path flags,
+  # with an sm_90 pass of its own (the combine waits on a programmatic launch there).
   if(_common)
-    set_source_files_properties(${_common} PROPERTIES COMPILE_OPTIONS "${_flags80}")
+    set_source_files_properties(${_common} PROPERTIES COMPILE_OPTIONS "${_flags80_own}")
   endif()
   set_property(GLOBAL APPEND PROPERTY JOB_POOLS flashattn_nvcc=${FLASHATTN_CUDA_JOBS})
   set_property(TARGET ${target} PROPERTY JOB_POOL_COMPILE flashattn_nvcc)

@@ -60,6 +60,12 @@ step_build() {
     cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1
   local rc=$?
   add build "$([ $rc = 0 ] && echo ok || echo FAIL)" "$((SECONDS - t0)) s, archs $ARCHS, head dims $HEADDIMS, dtypes $DTYPES"
+  # Kernel TUs from the ninja log (ms start/end per target): how much one core compiled, and the longest.
+  local tus
+  tus=$([ -f "$BUILD/.ninja_log" ] && awk -F'\t' '$4 ~ /generated\/.*\.cu\.o$/ {t = ($2 - $1) / 1000; n++; sum += t;
+      if (t > max) {max = t; name = $4}} END {if (n) printf "%d kernel TUs, %.0f s of one core, longest %.0f s (%s)",
+      n, sum, max, name}' "$BUILD/.ninja_log" | sed 's#CMakeFiles/[^ ]*/generated/##')
+  [ -n "$tus" ] && add tus "" "$tus" && echo "$tus" >>"$OUT/build.log"
   [ $rc = 0 ] || { tail -40 "$OUT/build.log"; return 1; }
 }
 

@@ -17,10 +17,10 @@
 #define FLASHATTN_SM80_CODE 1
 #endif
 
-// The device pass that makes sm_90 SASS serves sm_90 devices alone, every one of them in the 227 KB class,
-// so it compiles only that class's tiles: the kernels of the other tiles get a body that traps (never
-// launched there; a launch would fail loudly, not compute garbage). The sm_80 pass also makes the
-// compute_80 PTX that later GPUs of every class JIT, so it keeps every tile.
+// A compute_90 device pass makes SASS for sm_90 devices alone, every one of them in the 227 KB class, so it
+// compiles only that class's tiles: the kernels of the other tiles get a body that traps (never launched
+// there; a launch would fail loudly, not compute garbage). The compute_80 pass, whose PTX later GPUs of
+// every class JIT and from which builds with sm_80 code also make their sm_90 SASS, keeps every tile.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
 #define FLASHATTN_PASS_227KB_ONLY 1
 #else
