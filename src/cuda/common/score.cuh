@@ -41,22 +41,16 @@ struct ScorePolicy {
     if (kAlibi && p.alibi_slopes != nullptr) slope_units = p.alibi_slopes[b * p.alibi_batch_stride + h] / unit;
   }
 
-  // Whether the forward multiplies its Q tile by tanh_scale once in shared memory (scale_tile_smem), so
-  // QK^T yields tanh's argument and no element pays the multiply: the softcap's score work is then
-  // one MUFU.TANH per element. The scaled Q is rounded to the input type (half an ulp of Q, the size
-  // of the rounding Q already carries); the backward recomputes with unscaled Q.
-  FLASHATTN_DEVICE bool scales_q() const { return kSoftcap && tanh_scale != 0.f; }
-
   // Scores of the tile at (row0, col0) to the policy's units. With softcap, 1 - tanh^2 (the backward's
-  // chain rule) goes to dtanh when kKeepDtanh. kQScaled: the scores come from a Q scaled by scales_q().
-  template <bool kKeepDtanh = false, bool kQScaled = false, typename TensorS, typename TensorC, typename TensorD>
+  // chain rule) goes to dtanh when kKeepDtanh.
+  template <bool kKeepDtanh = false, typename TensorS, typename TensorC, typename TensorD>
   FLASHATTN_DEVICE void apply(TensorS& s, TensorC const& coord, int row0, int col0, int sq, int sk,
                               TensorD& dtanh) const {
     if (!kTransforms) return;
     if (kSoftcap && tanh_scale != 0.f) {
       CUTE_UNROLL
       for (int i = 0; i < size(s); ++i) {
-        const float th = tanh_approx(kQScaled ? s(i) : s(i) * tanh_scale);
+        const float th = tanh_approx(s(i) * tanh_scale);
         s(i) = th;
         if constexpr (kKeepDtanh) dtanh(i) = 1.f - th * th;
       }
@@ -76,9 +70,9 @@ struct ScorePolicy {
       }
     }
   }
-  template <bool kQScaled = false, typename TensorS, typename TensorC>
+  template <typename TensorS, typename TensorC>
   FLASHATTN_DEVICE void apply(TensorS& s, TensorC const& coord, int row0, int col0, int sq, int sk) const {
-    apply<false, kQScaled>(s, coord, row0, col0, sq, sk, s);
+    apply<false>(s, coord, row0, col0, sq, sk, s);
   }
 };
 

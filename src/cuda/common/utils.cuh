@@ -72,25 +72,6 @@ FLASHATTN_DEVICE auto convert_fragment(Tensor<Engine, Layout> const& src) {
   return dst;
 }
 
-// Multiplies a shared-memory tile of kElems elements by c, each thread a strided share of 16-byte vectors
-// (the layout does not matter: every element is scaled).
-template <int kThreads, int kElems, typename Element>
-FLASHATTN_DEVICE void scale_tile_smem(Element* smem, float c, int tidx) {
-  constexpr int kVec = 16 / int(sizeof(Element));
-  static_assert(kElems % (kVec * kThreads) == 0, "whole vectors per thread");
-  using Vec = cutlass::Array<Element, kVec>;
-  Vec* v = reinterpret_cast<Vec*>(smem);
-  cutlass::NumericArrayConverter<float, Element, kVec> to_float;
-  cutlass::NumericArrayConverter<Element, float, kVec> to_elem;
-  CUTE_UNROLL
-  for (int i = tidx; i < kElems / kVec; i += kThreads) {
-    cutlass::Array<float, kVec> f = to_float(v[i]);
-    CUTE_UNROLL
-    for (int j = 0; j < kVec; ++j) f[j] *= c;
-    v[i] = to_elem(f);
-  }
-}
-
 // Which 8-column chunks of a tile partition (CPY, CPY_ROWS, CPY_COLS identity coordinates) lie inside
 // head_dim: the others are zero-filled by the copies below.
 template <typename TC>

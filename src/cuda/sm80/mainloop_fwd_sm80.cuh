@@ -112,15 +112,6 @@ struct MainloopFwdSm80 {
     }
     cute::cp_async_fence();
     if (range.n_max <= range.n_min) return;
-    if constexpr (Score::kSoftcap) {
-      if (score.scales_q()) {
-        // Q (and the first K tile, same group) lands, then every thread scales a strided share of the
-        // whole tile; the first block's barrier publishes it. Padding rows and columns are zeros.
-        cute::cp_async_wait<0>();
-        __syncthreads();
-        scale_tile_smem<Traits::kNThreads, Traits::kSmemElemsQ>(smem, score.tanh_scale, tidx);
-      }
-    }
 
     typename Traits::TiledMma tiled_mma;
     auto thr_mma = tiled_mma.get_thread_slice(tidx);
@@ -181,7 +172,7 @@ struct MainloopFwdSm80 {
 
       gemm_ss(acc_s, r_q, r_k, t_sq, t_sk, tiled_mma, s2r_q, s2r_k, thr_s2r_q, thr_s2r_k);
       Tensor s = rowcol_view(acc_s);
-      score.template apply<Score::kSoftcap>(s, coord_s, row0, n * kBlockN, bi.sq, bi.sk);
+      score.apply(s, coord_s, row0, n * kBlockN, bi.sq, bi.sk);
       if constexpr (kMasked) mask.template apply<kKind == 2>(s, coord_s, row0, n * kBlockN, bi.sq, bi.sk);
 
       cute::cp_async_wait<0>();
