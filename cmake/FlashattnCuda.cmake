@@ -54,7 +54,7 @@ function(flashattn_path_gencode path out_var)
     # sm80 path: sm_80 SASS (runs on sm86/89 too), sm_90 SASS (Hopper), compute_80 PTX for later GPUs.
     # Both SASS come from one compute_80 front-end pass where possible: cicc (the front end and NVVM) is
     # ~85% of a kernel TU's compile time and ptxas ~8%, and the sm_90 SASS ptxas makes from compute_80
-    # PTX is the one a compute_90 pass gives, instruction for instruction (docs/kernels_sm80.md, Build).
+    # PTX is the one a compute_90 pass gives, instruction for instruction (docs/kernels_sm80.md, Instantiations).
     if("80" IN_LIST FLASHATTN_ARCHS AND "90" IN_LIST FLASHATTN_ARCHS AND NOT _arg_OWN_SM90_PASS)
       list(APPEND flags "-gencode=arch=compute_80,code=[sm_80,sm_90,compute_80]")
     else()
