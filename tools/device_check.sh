@@ -15,7 +15,8 @@
 #                      sweep, detcost = the deterministic backward's cost, ncu = the backward against FA2
 #                      under ncu, NCU_SHAPES="batch seqlen heads headdim causal;...", errors = library
 #                      errors reach a torch process as exceptions, tools/check_errors_torch.py,
-#                      variants = A/B timing of patched copies of the tree, VARIANTS / CLI_SHAPES below)
+#                      variants = A/B timing of patched copies of the tree, VARIANTS / CLI_SHAPES below,
+#                      VARIANT_OP=bwd to time the backward)
 #   BUILD=dir          build tree; or a folder of binaries built elsewhere (libflashattn.so*, the
 #                      flashattn_gpu_*tests executables, flashattn-bench) with STEPS leaving out build.
 #                      The GPU host's environment sets CXX=/opt/gcc/bin/g++ (g++ 13), which links
@@ -459,7 +460,7 @@ step_variants() {
       order=(${VARIANTS:-base}); [ $round = 1 ] && order=($(printf '%s\n' "${order[@]}" | tac))
       for v in "${order[@]}"; do
         name=${v%%=*}
-        line=$("${vdir[$name]}/bench/cli/flashattn-bench" --device cuda --op fwd --no-math --no-check --iters 50 \
+        line=$("${vdir[$name]}/bench/cli/flashattn-bench" --device cuda --op "${VARIANT_OP:-fwd}" --no-math --no-check --iters 50 \
           --warmup 5 $shape 2>>"$OUT/variants.log" | tee -a "$OUT/variants.log" | awk '$1 == "flashattn" {print $3, $4}')
         [ -n "$line" ] || { rc=1; continue; }
         if [ -z "${best[$name]:-}" ] || awk -v a="${line% *}" -v b="${best[$name]% *}" 'BEGIN {exit !(a < b)}'; then

@@ -118,11 +118,20 @@ __global__ void __launch_bounds__(kBwdPrepThreads) bwd_convert_dq_kernel(const _
   const int64_t slice_stride = static_cast<int64_t>(p.nheads) * dq_rows * kHeadDim;
   const int64_t block_row = bwd_dq_seq_row0_sm80(0, p.nheads, t.head, dq_rows, s.q_start, t.batch, kBlockM) + row0;
   const float* src = dq_accum + block_row * kHeadDim + tidx;
+  // Slices outer, elements inner: every load of a slice is independent of the others, so a thread has
+  // all of its loads in flight at once (element-outer order waited for each one in turn: 2.7x slower at
+  // d256). Each element still sums 0, slice 0, slice 1, ... in that order.
+  constexpr int kElems = decltype(size(coord))::value;
+  float v[kElems];
   CUTE_UNROLL
-  for (int i = 0; i < size(coord); ++i) {
-    float v = 0.f;
-    for (int sl = 0; sl < slices; ++sl) v += src[sl * slice_stride + i * kBwdPrepThreads];
-    *reinterpret_cast<Element*>(&tile[get<0>(coord(i))][get<1>(coord(i))]) = static_cast<Element>(v * p.scale_softmax);
+  for (int i = 0; i < kElems; ++i) v[i] = 0.f;
+  for (int sl = 0; sl < slices; ++sl) {
+    CUTE_UNROLL
+    for (int i = 0; i < kElems; ++i) v[i] += src[sl * slice_stride + i * kBwdPrepThreads];
+  }
+  CUTE_UNROLL
+  for (int i = 0; i < kElems; ++i) {
+    *reinterpret_cast<Element*>(&tile[get<0>(coord(i))][get<1>(coord(i))]) = static_cast<Element>(v[i] * p.scale_softmax);
   }
   __syncthreads();
   const bool varlen_q = p.cu_seqlens_q != nullptr;
