@@ -119,8 +119,9 @@ __global__ void __launch_bounds__(kBwdPrepThreads) bwd_convert_dq_kernel(const _
   const int64_t block_row = bwd_dq_seq_row0_sm80(0, p.nheads, t.head, dq_rows, s.q_start, t.batch, kBlockM) + row0;
   const float* src = dq_accum + block_row * kHeadDim + tidx;
   // Slices outer, elements inner: every load of a slice is independent of the others, so a thread has
-  // all of its loads in flight at once (element-outer order waited for each one in turn: 2.7x slower at
-  // d256). Each element still sums 0, slice 0, slice 1, ... in that order.
+  // all of its loads in flight at once. (Element-outer order waited for each load in turn: 211 us at d256
+  // for 134 MB, where FA2's convert takes 78 us; the whole backward ran 132 us faster after the change.)
+  // Each element still sums 0, slice 0, slice 1, ... in that order.
   constexpr int kElems = decltype(size(coord))::value;
   float v[kElems];
   CUTE_UNROLL
