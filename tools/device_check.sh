@@ -13,7 +13,8 @@
 #   STEPS="build regs sass test sanitize bench"   steps to run, in this order
 #                      (also: pytest, checks = test + pytest side by side, suite, profile, overhead, pack,
 #                      sweep, detcost = the deterministic backward's cost, ncu = the backward against FA2
-#                      under ncu, NCU_SHAPES="batch seqlen heads headdim causal;...", errors = library
+#                      under ncu, NCU_SHAPES="batch seqlen heads headdim causal;...", breakdown = every
+#                      kernel's time of one call, ours and FA2's, BREAKDOWN_OP=bwd and NCU_SHAPES, errors = library
 #                      errors reach a torch process as exceptions, tools/check_errors_torch.py,
 #                      variants = A/B timing of patched copies of the tree, VARIANTS / CLI_SHAPES below,
 #                      VARIANT_OP=bwd to time the backward)
@@ -342,6 +343,20 @@ PY
 # ncu_bwd.txt: per shape, the metrics that explain a speed gap side by side (time, tensor-pipe use, issued
 # instructions per pipe, stall reasons, spills, bank conflicts, atomics), then ncu's details pages for the
 # warp states, instruction mix and source hot spots of both kernels.
+# Per-kernel GPU time of one call, flashattn's and FA2's (tools/kernel_breakdown.py), for NCU_SHAPES.
+step_breakdown() {
+  local exe shape rc=0
+  exe=$(find_bin flashattn-bench)
+  [ -n "$exe" ] || { add breakdown FAIL "no flashattn-bench in $BUILD"; return 1; }
+  : >"$OUT/breakdown.txt"
+  IFS=';' read -ra shapes <<<"${NCU_SHAPES:-4 4096 32 64 0}"
+  for shape in "${shapes[@]}"; do
+    python3 "$root/tools/kernel_breakdown.py" "$exe" "${BREAKDOWN_OP:-bwd}" $shape >>"$OUT/breakdown.txt" 2>&1 || rc=1
+  done
+  add breakdown "$([ $rc = 0 ] && echo ok || echo FAIL)" "${#shapes[@]} shapes: breakdown.txt"
+  cat "$OUT/breakdown.txt"
+}
+
 step_ncu() {
   local exe b s h d c rc=0 tmp shape
   exe=$(find_bin flashattn-bench)
