@@ -19,7 +19,7 @@ def kernel_times(cmd):
     rows = [line for line in r.stdout.splitlines() if line.startswith('"')]
     out = []
     for x in csv.DictReader(io.StringIO("\n".join(rows))):
-        scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}.get(x["Metric Unit"], 1.0)
+        scale = {"ns": 1e-3, "nsecond": 1e-3, "ms": 1e3, "msecond": 1e3}.get(x["Metric Unit"], 1.0)  # else us
         out.append((x["Kernel Name"], x["Grid Size"], float(x["Metric Value"].replace(",", "")) * scale))
     if not out:
         sys.stderr.write(r.stdout[-2000:] + r.stderr[-2000:])
