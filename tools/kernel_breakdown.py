@@ -42,7 +42,8 @@ with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
 torch.cuda.synchronize()
 {backward}
 """]
-    for name, cmd in (("flashattn (every call the CLI makes)", ours), ("fa2 (input set-up kernels included)", fa2)):
+    runs = (("flashattn (every call the CLI makes)", ours), ("fa2 (input set-up kernels included)", fa2))
+    for name, cmd in runs:
         print(f"=== {name}: {op} b{b} s{s} h{h} d{d} causal {causal}")
         for kernel, grid, us in kernel_times(cmd):
             print(f"  {kernel[:72]:72s} {grid:>14s} {us:9.1f} us")
