@@ -12,19 +12,11 @@
 #include "core/params.h"
 
 // 1 when the sm80 path is built as sm_80 SASS + compute_80 PTX (FLASHATTN_ARCHS has 80: every sm80+ GPU),
-// 0 when it is sm_90 SASS only (sm_90 devices, 227 KB class). Set by the build for the library's objects.
+// 0 when it is sm_90 SASS only (sm_90 devices, all in the 227 KB class: the forward and backward launch
+// templates then instantiate that class's tiles alone, and the planner rejects other devices). Set by the
+// build for the library's objects.
 #ifndef FLASHATTN_SM80_CODE
 #define FLASHATTN_SM80_CODE 1
-#endif
-
-// A compute_90 device pass makes SASS for sm_90 devices alone, every one of them in the 227 KB class, so it
-// compiles only that class's tiles: the kernels of the other tiles get a body that traps (never launched
-// there; a launch would fail loudly, not compute garbage). The compute_80 pass, whose PTX later GPUs of
-// every class JIT and from which builds with sm_80 code also make their sm_90 SASS, keeps every tile.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
-#define FLASHATTN_PASS_227KB_ONLY 1
-#else
-#define FLASHATTN_PASS_227KB_ONLY 0
 #endif
 
 namespace flashattn {
@@ -102,12 +94,6 @@ constexpr TileSm80 fwd_tile_sm80(int head_dim, SmemClassSm80 cls, bool short_row
   if (cls == SmemClassSm80::k227KB) return short_rows ? TileSm80{64, 64, 4} : TileSm80{128, 64, 8};
   if (cls == SmemClassSm80::k163KB) return {128, 64, 8};
   return {64, 64, 4};
-}
-
-// Whether some problem of the class runs a kernel (local mask or not) on tile t: what a device pass has to
-// compile (see FLASHATTN_PASS_227KB_ONLY).
-constexpr bool fwd_tile_in_class_sm80(int head_dim, SmemClassSm80 cls, bool local, TileSm80 t) {
-  return fwd_tile_sm80(head_dim, cls, false, local) == t || fwd_tile_sm80(head_dim, cls, true, local) == t;
 }
 
 // Whether the query rows of a problem visit few keys on average (the short_rows tile): rows under a

@@ -32,7 +32,6 @@ struct BwdWorkspacePtrs {
 
 template <typename Traits, typename Mask, typename Score>
 struct BwdKernelSm80 {
-  using KernelTraits = Traits;
   using Element = typename Traits::Element;
   using Mainloop = MainloopBwdSm80<Traits>;
   static constexpr int kBlockN = Traits::kBlockN;
@@ -154,15 +153,8 @@ struct BwdKernelSm80 {
 template <typename Kernel, int kNThreads>
 __global__ void __launch_bounds__(kNThreads, 1) bwd_kernel_sm80(const __grid_constant__ BwdParams p,
                                                                 const BwdWorkspacePtrs ws) {
-  using Traits = typename Kernel::KernelTraits;
-  if constexpr (FLASHATTN_PASS_227KB_ONLY &&
-                !(bwd_tile_sm80(Traits::kHeadDim, SmemClassSm80::k227KB) ==
-                  TileBwdSm80{Traits::kBlockM, Traits::kBlockN, Traits::kNWarps, Traits::kQStages})) {
-    __trap();  // another class's tile in the sm_90 pass (tile_sm80.h): never launched there
-  } else {
-    extern __shared__ cute::uint128_t smem_bwd_sm80[];
-    Kernel::run(p, ws, reinterpret_cast<typename Kernel::Element*>(smem_bwd_sm80));
-  }
+  extern __shared__ cute::uint128_t smem_bwd_sm80[];
+  Kernel::run(p, ws, reinterpret_cast<typename Kernel::Element*>(smem_bwd_sm80));
 }
 
 }  // namespace kern

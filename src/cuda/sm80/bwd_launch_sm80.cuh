@@ -121,13 +121,19 @@ void run_bwd_class_sm80(const BwdParams& p, cudaStream_t stream) {
 
 template <typename T, int kHeadDim, bool kCausal>
 void run_bwd_sm80(const BwdParams& p, cudaStream_t stream) {
-  const TileBwdSm80 tile = bwd_tile_for_device_sm80(kHeadDim, kern::device_smem_optin_bytes());
-  if (tile == bwd_tile_sm80(kHeadDim, SmemClassSm80::k227KB)) {
+  // A build without sm_80 code runs only on sm_90 devices, all of the 227 KB class (tile_sm80.h): the
+  // other classes' tiles are not compiled, as in the forward.
+  if constexpr (!FLASHATTN_SM80_CODE) {
     run_bwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k227KB>(p, stream);
-  } else if (tile == bwd_tile_sm80(kHeadDim, SmemClassSm80::k163KB)) {
-    run_bwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k163KB>(p, stream);
   } else {
-    run_bwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k99KB>(p, stream);
+    const TileBwdSm80 tile = bwd_tile_for_device_sm80(kHeadDim, kern::device_smem_optin_bytes());
+    if (tile == bwd_tile_sm80(kHeadDim, SmemClassSm80::k227KB)) {
+      run_bwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k227KB>(p, stream);
+    } else if (tile == bwd_tile_sm80(kHeadDim, SmemClassSm80::k163KB)) {
+      run_bwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k163KB>(p, stream);
+    } else {
+      run_bwd_class_sm80<T, kHeadDim, kCausal, SmemClassSm80::k99KB>(p, stream);
+    }
   }
 }
 

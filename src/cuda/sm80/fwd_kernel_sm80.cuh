@@ -9,7 +9,6 @@
 #include "cuda/common/score.cuh"
 #include "cuda/common/softmax.cuh"
 #include "cuda/common/tile_scheduler.cuh"
-#include "cuda/common/tile_sm80.h"
 #include "cuda/sm80/kernel_traits_sm80.cuh"
 #include "cuda/sm80/mainloop_fwd_sm80.cuh"
 
@@ -18,8 +17,6 @@ namespace kern {
 
 template <typename Traits, typename Mask, typename Score>
 struct FwdKernelSm80 {
-  using KernelTraits = Traits;
-  using KernelMask = Mask;
   using Element = typename Traits::Element;
   using Mainloop = MainloopFwdSm80<Traits>;
   using Epilogue = EpilogueFwd<Traits>;
@@ -64,15 +61,8 @@ struct FwdKernelSm80 {
 
 template <typename Kernel, int kNThreads>
 __global__ void __launch_bounds__(kNThreads, 1) fwd_kernel_sm80(const __grid_constant__ FwdParams p) {
-  using Traits = typename Kernel::KernelTraits;
-  if constexpr (FLASHATTN_PASS_227KB_ONLY &&
-                !fwd_tile_in_class_sm80(Traits::kHeadDim, SmemClassSm80::k227KB, Kernel::KernelMask::kLocal,
-                                        TileSm80{Traits::kBlockM, Traits::kBlockN, Traits::kNWarps})) {
-    __trap();  // another class's tile in the sm_90 pass (tile_sm80.h): never launched there
-  } else {
-    extern __shared__ cute::uint128_t smem_fwd_sm80[];
-    Kernel::run(p, reinterpret_cast<typename Kernel::Element*>(smem_fwd_sm80));
-  }
+  extern __shared__ cute::uint128_t smem_fwd_sm80[];
+  Kernel::run(p, reinterpret_cast<typename Kernel::Element*>(smem_fwd_sm80));
 }
 
 }  // namespace kern
