@@ -36,13 +36,17 @@ constexpr size_t bwd_smem_bytes_sm80(int head_dim, TileBwdSm80 t) {
 // Register budget (255 per thread, 256 threads): dK and dV accumulate in registers for the whole CTA,
 // 2 * block_n * d / 256 floats, plus S and dP (block_m * block_n / 256 each). block_n = 128 keeps that
 // <= 128 + 64 up to d128; wider heads drop to block_n = 64 (dK + dV = 128 floats at d256).
-// block_m = 64 everywhere: it is the k extent of dK/dV += ^T products and the M of S, dP and dQ, and
-// 64 rows x 4 row-warps gives each warp one m16 tile. (128 rows at d64, as FA2 runs it, spilled 180-944
-// bytes per thread here: S and dP alone take 128 registers.)
+// block_m is the k extent of the dK/dV += ^T products and the M of S, dP and dQ. 64 rows everywhere
+// but d64, where 128 rows (FA2's choice there) halve the per-step work outside the MMAs (barriers, row
+// statistics, Q/dO copies) per MMA: 4.0 instructions per HMMA in the loop against 4.65. S and dP then
+// take 128 registers and ptxas spills 220 bytes (plain score; ~5 stores per step, no reload in the
+// loop) to 584 bytes (softcap/ALiBi). Measured on H100 (bf16, flashattn-bench --op bwd, one run):
+// +6% at b16 s1k h32, +7% at b4 s4k and b2 s8k causal, -3% at b32 s512 causal (2.5 steps per CTA).
 constexpr TileBwdSm80 bwd_tile_sm80(int head_dim, SmemClassSm80 cls) {
   const bool small_smem = cls == SmemClassSm80::k99KB;
-  // d32: 64 KB; d64: 96 KB, fits the 99 KB of sm86/89 as it is.
-  if (head_dim <= 64) return {64, 128, 8, 2};
+  // d32: 64 KB. d64: 160 KB with 128 rows (fits A100's 163 KB); 96 KB with 64 rows on sm86/89.
+  if (head_dim <= 32) return {64, 128, 8, 2};
+  if (head_dim <= 64) return small_smem ? TileBwdSm80{64, 128, 8, 2} : TileBwdSm80{128, 128, 8, 2};
   // d96: 128 KB large; 88 KB small with 64 keys per CTA.
   if (head_dim <= 96) return small_smem ? TileBwdSm80{64, 64, 8, 2} : TileBwdSm80{64, 128, 8, 2};
   // d128: 160 KB large (fits A100's 163 KB); 80 KB small, single-buffered Q/dO.

@@ -23,17 +23,17 @@ struct BwdTraitsSm80 {
   static constexpr int kNWarps = kNWarps_;
   static constexpr int kNThreads = kNWarps * 32;
   static constexpr int kQStages = kQStages_;
-  static_assert(kNWarps == 8 && kBlockM == 64, "the warp grids below assume 8 warps and 64-row Q tiles");
+  static_assert(kNWarps == 8 && (kBlockM == 64 || kBlockM == 128), "the warp grids assume 8 warps, 64 or 128 rows");
   static_assert(kBlockN % 64 == 0 && kHeadDim % 32 == 0 && (kQStages == 1 || kQStages == 2));
 
   // mma.sync m16n8k16, fp32 accumulate. Two warp grids; each warp's column step is 16 wide so one
   // ldmatrix.x4 feeds two n8 MMAs. The backward needs no row reductions across warps (P comes from the
   // saved LSE), so the grid is chosen for shared-memory traffic: a warp computing an (m x n) piece with
   // reduction length k reads (m + n) * k operand elements, least when the piece is square.
-  //   S = Q K^T, dP = dO V^T : (64 x kBlockN), k = d   TiledMmaSdP: 2 x 4 warps, 32 x 32 per warp at 128 keys
-  //                                                    (4 x 2 would be 16 x 64: +25%)
-  //   dV += P^T dO, dK += dS^T Q : (kBlockN x d), k = 64    TiledMmaDkv
-  //   dQ = dS K : (64 x d), k = kBlockN                     TiledMmaDq
+  //   S = Q K^T, dP = dO V^T : (kBlockM x kBlockN), k = d   TiledMmaSdP: 2 x 4 warps, 32 x 32 per warp
+  //                                             at 64 x 128 (4 x 2 would be 16 x 64: +25%), 64 x 32 at 128 x 128
+  //   dV += P^T dO, dK += dS^T Q : (kBlockN x d), k = kBlockM    TiledMmaDkv
+  //   dQ = dS K : (kBlockM x d), k = kBlockN                     TiledMmaDq
   // Dkv and Dq take 2 x 4 where its piece is squarer than 4 x 2's (d256 dK/dV with 64 keys: 32 x 64,
   // not 16 x 128), ties as measured first (dK/dV 4 x 2, dQ 2 x 4). 2 x 4 needs N % 64 == 0: its N tile
   // is 4 warps x 16 columns.
