@@ -102,7 +102,8 @@ __global__ void __launch_bounds__(kBwdPrepThreads) bwd_preprocess_kernel(const _
 template <typename Element, typename TiledMmaDq, int kBlockM, int kHeadDim>
 __global__ void __launch_bounds__(kBwdPrepThreads) bwd_convert_dq_kernel(const __grid_constant__ BwdParams p,
                                                                          const float* dq_accum, int slices,
-                                                                         int64_t dq_rows, int num_m_blocks) {
+                                                                         int64_t dq_rows, int dq_pad_rows,
+                                                                         int num_m_blocks) {
   static_assert(decltype(size(TiledMmaDq{}))::value == kBwdPrepThreads, "one convert thread per MMA thread");
   // Rows 16 bytes longer than the tile: consecutive rows start in different banks. Raw 16-bit storage
   // (a __shared__ array of Element would need its constructor run).
@@ -116,7 +117,7 @@ __global__ void __launch_bounds__(kBwdPrepThreads) bwd_convert_dq_kernel(const _
   TiledMmaDq mma;
   Tensor coord = mma.get_thread_slice(tidx).partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
   const int64_t slice_stride = static_cast<int64_t>(p.nheads) * dq_rows * kHeadDim;
-  const int64_t block_row = bwd_dq_seq_row0_sm80(0, p.nheads, t.head, dq_rows, s.q_start, t.batch, kBlockM) + row0;
+  const int64_t block_row = bwd_dq_seq_row0_sm80(0, p.nheads, t.head, dq_rows, s.q_start, t.batch, dq_pad_rows) + row0;
   const float* src = dq_accum + block_row * kHeadDim + tidx;
   // Slices outer, elements inner: every load of a slice is independent of the others, so a thread has
   // all of its loads in flight at once. (Element-outer order waited for each load in turn: 211 us at d256

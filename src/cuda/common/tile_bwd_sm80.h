@@ -87,15 +87,22 @@ inline int bwd_dq_slices_sm80(bool deterministic, int num_sms, int64_t batch, in
   return s < 1 ? 1 : static_cast<int>(s);
 }
 
-// Rows of one head's dQ accumulator: each sequence padded by one block (sequence b's block m starts at
-// row q_start + b * block_m + m * block_m), so a sequence's last, partial block owns a whole block.
+// Padding rows per sequence in the dQ accumulator: one block where a sequence may end inside a block
+// (varlen, or a fixed length that is not a multiple of block_m), so that its last, partial block owns a
+// whole block (sequence b's block m starts at row q_start + b * pad + m * block_m); none when every
+// sequence fills whole blocks (at seqlen 512 with 128-row blocks the padding was a quarter of the
+// accumulator's memory, memset and convert traffic).
 // Inside a block the accumulator is in the main kernel's fragment order (add_dq in mainloop_bwd_sm80.cuh).
-constexpr int64_t bwd_dq_rows_sm80(int64_t total_q, int64_t batch, int block_m) { return total_q + batch * block_m; }
+constexpr int bwd_dq_pad_rows_sm80(bool varlen_q, int64_t seqlen_q, int block_m) {
+  return varlen_q || seqlen_q % block_m != 0 ? block_m : 0;
+}
+// Rows of one head's dQ accumulator.
+constexpr int64_t bwd_dq_rows_sm80(int64_t total_q, int64_t batch, int pad_rows) { return total_q + batch * pad_rows; }
 // Accumulator row of sequence `batch`'s first query in slice `slice`, head `head` (the padding rule above);
 // used by the main kernel and the convert kernel alike.
 constexpr int64_t bwd_dq_seq_row0_sm80(int slice, int nheads, int head, int64_t dq_rows, int64_t q_start, int batch,
-                                       int block_m) {
-  return (static_cast<int64_t>(slice) * nheads + head) * dq_rows + q_start + static_cast<int64_t>(batch) * block_m;
+                                       int pad_rows) {
+  return (static_cast<int64_t>(slice) * nheads + head) * dq_rows + q_start + static_cast<int64_t>(batch) * pad_rows;
 }
 
 // Workspace carved by bwd(): every region 256-byte aligned, offsets in bytes.
@@ -109,9 +116,10 @@ struct BwdWorkspaceSm80 {
 constexpr size_t bwd_align256(size_t x) { return (x + 255) / 256 * 256; }
 
 inline BwdWorkspaceSm80 bwd_workspace_sm80(int slices, int nheads, int64_t total_q, int head_dim_rounded, int block_m,
-                                           int64_t batch, int64_t seqlen_q, bool sinks) {
+                                           int64_t batch, int64_t seqlen_q, bool varlen_q, bool sinks) {
   BwdWorkspaceSm80 w{};
-  const size_t dq = static_cast<size_t>(slices) * nheads * bwd_dq_rows_sm80(total_q, batch, block_m) *
+  const int pad = bwd_dq_pad_rows_sm80(varlen_q, seqlen_q, block_m);
+  const size_t dq = static_cast<size_t>(slices) * nheads * bwd_dq_rows_sm80(total_q, batch, pad) *
                     head_dim_rounded * sizeof(float);
   const size_t dps = static_cast<size_t>(nheads) * total_q * sizeof(float);
   const int64_t prep_blocks = (seqlen_q + kBwdPrepRows - 1) / kBwdPrepRows;

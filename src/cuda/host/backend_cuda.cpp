@@ -394,7 +394,8 @@ Plan plan_bwd(const BwdParams& p, int device) {
   const int slices = bwd_dq_slices_sm80(p.deterministic != 0, num_sms(device), p.batch, p.nheads_k, p.seqlen_k,
                                         tile.block_n);
   const BwdWorkspaceSm80 ws =
-      bwd_workspace_sm80(slices, p.nheads, p.total_q, rounded, tile.block_m, p.batch, p.seqlen_q, p.sinks != nullptr);
+      bwd_workspace_sm80(slices, p.nheads, p.total_q, rounded, tile.block_m, p.batch, p.seqlen_q,
+                         p.cu_seqlens_q != nullptr, p.sinks != nullptr);
   Plan plan;
   plan.path = FLASHATTN_PATH_SM80;
   plan.block_m = tile.block_m;
@@ -416,7 +417,7 @@ void bwd(const BwdParams& p, const Plan& plan, void* workspace, size_t workspace
   const KernelEntry* entry = check_bwd(p, device_arch(device), &rounded);
   if (rounded != plan.head_dim_rounded) fail(FLASHATTN_STATUS_INVALID_ARGUMENT, "plan: made for another head dim");
   const BwdWorkspaceSm80 ws = bwd_workspace_sm80(plan.num_splits, p.nheads, p.total_q, rounded, plan.block_m, p.batch,
-                                                 p.seqlen_q, p.sinks != nullptr);
+                                                 p.seqlen_q, p.cu_seqlens_q != nullptr, p.sinks != nullptr);
   if (ws.total > workspace_bytes || (ws.total > 0 && workspace == nullptr)) {
     fail(FLASHATTN_STATUS_INVALID_ARGUMENT, "workspace: the GPU backward needs ", ws.total, " bytes, got ",
          workspace_bytes);

@@ -23,7 +23,8 @@ namespace kern {
 // Device-side view of the carved workspace (filled by the launcher).
 struct BwdWorkspacePtrs {
   float* dq_accum;      // (slices, nheads, dq_rows, kHeadDim), blocks in fragment order (add_dq)
-  int64_t dq_rows;      // bwd_dq_rows_sm80: total_q + one padding block per sequence
+  int64_t dq_rows;      // bwd_dq_rows_sm80: total_q + dq_pad_rows per sequence
+  int dq_pad_rows;      // bwd_dq_pad_rows_sm80: kBlockM or 0
   float* dpsum;         // (nheads, total_q)
   int slices;           // dQ accumulator slices (1 unless deterministic)
   int grid_n;           // CTAs per (batch, kv head): key blocks, or slices when deterministic
@@ -111,7 +112,7 @@ struct BwdKernelSm80 {
           (varlen_q ? seq.q_start * p.do_row_stride : b * p.do_batch_stride) + h * p.do_head_stride;
       const int64_t head_rows = static_cast<int64_t>(h) * p.total_q + seq.q_start;
       float* dq_accum =
-          ws.dq_accum + bwd_dq_seq_row0_sm80(slice, p.nheads, h, ws.dq_rows, seq.q_start, b, Traits::kBlockM) * kHeadDim;
+          ws.dq_accum + bwd_dq_seq_row0_sm80(slice, p.nheads, h, ws.dq_rows, seq.q_start, b, ws.dq_pad_rows) * kHeadDim;
       const Mask mask(p);
       const Score score(p, b, h);
       Mainloop::run(p, bi, do_offset, n_block, mask, score, dq_accum, ws.dpsum + head_rows, acc_dk, acc_dv, smem,

@@ -67,11 +67,13 @@ void run_bwd_tile_sm80(const BwdParams& p, cudaStream_t stream) {
   const int slices = p.num_splits > 1 ? p.num_splits : 1;
   const bool sinks = p.sinks != nullptr && p.dsinks != nullptr;
   const BwdWorkspaceSm80 layout =
-      bwd_workspace_sm80(slices, p.nheads, p.total_q, Traits::kHeadDim, Traits::kBlockM, p.batch, p.seqlen_q, sinks);
+      bwd_workspace_sm80(slices, p.nheads, p.total_q, Traits::kHeadDim, Traits::kBlockM, p.batch, p.seqlen_q,
+                         p.cu_seqlens_q != nullptr, sinks);
   char* base = static_cast<char*>(p.workspace);
   BwdWorkspacePtrs ws;
   ws.dq_accum = reinterpret_cast<float*>(base + layout.dq_accum);
-  ws.dq_rows = bwd_dq_rows_sm80(p.total_q, p.batch, Traits::kBlockM);
+  ws.dq_pad_rows = bwd_dq_pad_rows_sm80(p.cu_seqlens_q != nullptr, p.seqlen_q, Traits::kBlockM);
+  ws.dq_rows = bwd_dq_rows_sm80(p.total_q, p.batch, ws.dq_pad_rows);
   ws.dpsum = reinterpret_cast<float*>(base + layout.dpsum);
   ws.slices = slices;
   ws.num_n_blocks = static_cast<int>((p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN);
@@ -91,7 +93,7 @@ void run_bwd_tile_sm80(const BwdParams& p, cudaStream_t stream) {
   if (dq_ctas > 0) {
     bwd_convert_dq_kernel<Element, typename Traits::TiledMmaDq, Traits::kBlockM, Traits::kHeadDim>
         <<<dim3(static_cast<unsigned>(dq_ctas)), dim3(kBwdPrepThreads), 0, stream>>>(p, ws.dq_accum, slices,
-                                                                                    ws.dq_rows, dq_blocks);
+                                                                                    ws.dq_rows, ws.dq_pad_rows, dq_blocks);
   }
   if (sinks) {
     const int64_t per_head = static_cast<int64_t>(p.batch) * prep_blocks;

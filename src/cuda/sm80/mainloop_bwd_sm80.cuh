@@ -63,9 +63,9 @@ struct KeyBlockRows {
 // block[i * kThreads + t], so the 32 lanes of a warp reduce into 128 contiguous bytes (one L2 request of
 // four full sectors; in (row, col) order a warp touched eight half-used sectors, and on H200 at d128 the
 // warps stalled on a full load/store queue). The convert kernel maps the order back. Rows past the
-// sequence add zeros (their P and dS are 0) into the sequence's own padding block. One thread per
-// element and a fixed thread -> element map: in deterministic mode (one CTA per slice) the additions to
-// an address come from one thread in program order.
+// sequence add zeros (their P and dS are 0) into the sequence's own padding block (bwd_dq_pad_rows_sm80).
+// One thread per element and a fixed thread -> element map: in deterministic mode (one CTA per slice)
+// the additions to an address come from one thread in program order.
 template <int kThreads, typename Acc>
 FLASHATTN_DEVICE void add_dq(Acc const& acc, float* block, int tidx) {
   float* mine = block + tidx;
