@@ -516,6 +516,9 @@ def parse_args(argv=None):
                     help="fwd/bwd suites: comma-separated head dims of the standard grid instead of 64,128,256 "
                          "(nheads = 2048 // d); leaves out the other-shapes row, and the result file's name "
                          "says which head dims it holds")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="fwd/bwd suites: time the whole grid this many times and keep each record's fastest "
+                         "round (every impl alike; the other-shapes row always takes 2)")
     ap.add_argument("--no-write", action="store_true", help="print the tables only")
     ap.add_argument("--compare-64row", action="store_true",
                     help="decode suite: also time paged flashattn on the 64-row kernel (FLASHATTN_DECODE_TILE=0)")
@@ -601,7 +604,7 @@ def run_gpu_suite(torch, args, suite):
         other_keys = {C.config_key(dict(c, op="")) for c in other}
         grid = [c for c in C.standard_grid(dtypes, args.quick, headdims)
                 if C.config_key(dict(c, op="")) not in other_keys]
-        records = run_compute(torch, args, suite, grid, impls, "cuda")
+        records = run_compute(torch, args, suite, grid, impls, "cuda", rounds=max(1, args.rounds))
         if other:
             records += run_compute(torch, args, suite, other, impls, "cuda", rounds=2)
         if headdims:
