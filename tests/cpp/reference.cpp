@@ -231,6 +231,7 @@ BwdResult reference_bwd(const Problem& pb, const std::vector<std::vector<double>
     g.dq[b].assign(sq.q.size(), 0);
     g.dk[b].assign(sq.k.size(), 0);
     g.dv[b].assign(sq.v.size(), 0);
+    std::vector<double> dq_sens(has_sink ? sq.q.size() : 0, 0), dk_sens(has_sink ? sq.k.size() : 0, 0);
     for (int h = 0; h < hq; ++h) {
       const int kvh = h / (hq / hk);
       for (int64_t i = 0; i < sq.sq; ++i) {
@@ -266,6 +267,17 @@ BwdResult reference_bwd(const Problem& pb, const std::vector<std::vector<double>
           const double ps = std::exp(pb.opt.sinks[h] - lse);
           g.dsinks[h] += -ps * delta;
           g.dsinks_scale[h] += ps * ps * mag2;  // squared here, rooted below
+          double dmag = 0;
+          for (int x = 0; x < d; ++x) dmag += std::fabs(doi[x] * o[x]);
+          for (int64_t j = 0; j < sq.sk; ++j) {
+            if (!r.vis[j]) continue;
+            const double w = p[j] * scale * dmag;
+            const double* kj = &sq.k[(j * hk + kvh) * d];
+            for (int x = 0; x < d; ++x) {
+              dq_sens[(i * hq + h) * d + x] += w * std::fabs(kj[x]);
+              dk_sens[(j * hk + kvh) * d + x] += w * std::fabs(qi[x]);
+            }
+          }
         }
         double* dqi = &g.dq[b][(i * hq + h) * d];
         for (int64_t j = 0; j < sq.sk; ++j) {
@@ -286,6 +298,8 @@ BwdResult reference_bwd(const Problem& pb, const std::vector<std::vector<double>
     }
     for (auto* t : {&g.dq[b], &g.dk[b], &g.dv[b]})
       for (double& x : *t) x = rnd(prec, pb.dtype, x);
+    for (double x : dq_sens) g.dq_delta_scale = std::max(g.dq_delta_scale, x);
+    for (double x : dk_sens) g.dk_delta_scale = std::max(g.dk_delta_scale, x);
   }
   for (double& x : g.dsinks_scale) x = std::sqrt(x);
   return g;

@@ -80,6 +80,12 @@ struct BwdResult {
   // (h): sqrt(sum over rows of exp(sink - LSE_i)^2 * sum_d (dO_id * O_id)^2). An implementation's D_i
   // uses its own rounded O; independent roundings of relative size u move dsinks by about u * this.
   std::vector<double> dsinks_scale;
+  // With sinks: max over dq (dk) elements of sum over their terms of P_ij * scale * |k_j| (|q_i|) *
+  // sum_d |dO_id * O_id|, the move of that element when D_i = dO_i . O_i is computed from an O rounded
+  // with relative error 1. With a sink, dS = P * (dP - D) can be a small difference of large terms (one
+  // key: dP - D = (1 - P) dP), so the stored O's rounding shows in dq and dk beyond what the rounded twin
+  // happens to make of it.
+  double dq_delta_scale = 0, dk_delta_scale = 0;
 };
 
 // Whether row i of a (sq, sk) sequence sees key j under the window/causal rule of docs/semantics.md.
