@@ -39,8 +39,8 @@ constexpr size_t bwd_smem_bytes_sm80(int head_dim, TileBwdSm80 t) {
 // block_m is the k extent of the dK/dV += ^T products and the M of S, dP and dQ. 64 rows everywhere
 // but d64, where 128 rows (FA2's choice there) halve the per-step work outside the MMAs (barriers, row
 // statistics, Q/dO copies) per MMA: 4.0 instructions per HMMA in the loop against 4.65. S and dP then
-// take 128 registers and ptxas spills 220 bytes (plain score; ~5 stores per step, no reload in the
-// loop) to 584 bytes (softcap/ALiBi). Measured on H100 (bf16, flashattn-bench --op bwd, one run):
+// take 128 registers and ptxas spills 220 bytes (plain score; 5 stores and about one load per step,
+// by ncu) to 584 bytes (softcap/ALiBi). Measured on H100 (bf16, flashattn-bench --op bwd, one run):
 // +6% at b16 s1k h32, +7% at b4 s4k and b2 s8k causal, -3% at b32 s512 causal (2.5 steps per CTA).
 constexpr TileBwdSm80 bwd_tile_sm80(int head_dim, SmemClassSm80 cls) {
   const bool small_smem = cls == SmemClassSm80::k99KB;
