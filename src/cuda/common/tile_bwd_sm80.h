@@ -111,6 +111,8 @@ struct BwdWorkspaceSm80 {
   size_t dpsum;        // fp32 (nheads, total_q): D = rowsum(dO * O)
   size_t sink_partial; // fp32 (nheads, batch * prep_blocks): per-CTA partial sums of dsinks
   size_t total;
+  int dq_pad_rows;     // bwd_dq_pad_rows_sm80
+  int64_t dq_rows;     // bwd_dq_rows_sm80: one head's accumulator rows
 };
 
 constexpr size_t bwd_align256(size_t x) { return (x + 255) / 256 * 256; }
@@ -118,9 +120,9 @@ constexpr size_t bwd_align256(size_t x) { return (x + 255) / 256 * 256; }
 inline BwdWorkspaceSm80 bwd_workspace_sm80(int slices, int nheads, int64_t total_q, int head_dim_rounded, int block_m,
                                            int64_t batch, int64_t seqlen_q, bool varlen_q, bool sinks) {
   BwdWorkspaceSm80 w{};
-  const int pad = bwd_dq_pad_rows_sm80(varlen_q, seqlen_q, block_m);
-  const size_t dq = static_cast<size_t>(slices) * nheads * bwd_dq_rows_sm80(total_q, batch, pad) *
-                    head_dim_rounded * sizeof(float);
+  w.dq_pad_rows = bwd_dq_pad_rows_sm80(varlen_q, seqlen_q, block_m);
+  w.dq_rows = bwd_dq_rows_sm80(total_q, batch, w.dq_pad_rows);
+  const size_t dq = static_cast<size_t>(slices) * nheads * w.dq_rows * head_dim_rounded * sizeof(float);
   const size_t dps = static_cast<size_t>(nheads) * total_q * sizeof(float);
   const int64_t prep_blocks = (seqlen_q + kBwdPrepRows - 1) / kBwdPrepRows;
   const size_t sp = sinks ? static_cast<size_t>(nheads) * batch * prep_blocks * sizeof(float) : 0;

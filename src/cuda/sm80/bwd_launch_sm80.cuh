@@ -72,8 +72,8 @@ void run_bwd_tile_sm80(const BwdParams& p, cudaStream_t stream) {
   char* base = static_cast<char*>(p.workspace);
   BwdWorkspacePtrs ws;
   ws.dq_accum = reinterpret_cast<float*>(base + layout.dq_accum);
-  ws.dq_pad_rows = bwd_dq_pad_rows_sm80(p.cu_seqlens_q != nullptr, p.seqlen_q, Traits::kBlockM);
-  ws.dq_rows = bwd_dq_rows_sm80(p.total_q, p.batch, ws.dq_pad_rows);
+  ws.dq_pad_rows = layout.dq_pad_rows;
+  ws.dq_rows = layout.dq_rows;
   ws.dpsum = reinterpret_cast<float*>(base + layout.dpsum);
   ws.slices = slices;
   ws.num_n_blocks = static_cast<int>((p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN);
