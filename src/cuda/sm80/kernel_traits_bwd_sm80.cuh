@@ -100,6 +100,35 @@ struct BwdTraitsSm80 {
   static constexpr int kOffDs = kOffP + kSmemElemsPdS;
   static constexpr int kOffStats = kOffDs + kSmemElemsPdS;
   static constexpr int kSmemFloatsStats = 2 * kBlockM;  // per stage
+
+  // Where row r's LSE (D at + kBlockM) sits in a stage's stats. With 64 rows a thread's 4 rows are
+  // stored as one 16-byte vector: 2 shared loads per step instead of 8 scalar ones, which kept the MIO
+  // queue full (ncu: mio_throttle 0.7-0.9 stalls per instruction, FA2's kernel 0.2); +1-2% at d128
+  // (H100 A/B). TiledMmaSdP's thread holds rows rep * 32 + wm * 16 + h * 8 + g (warp wm = warp % 2,
+  // g = lane / 4), fragment row mi = 2 rep + h; the 16 (wm, g) groups' vectors lie side by side, so a
+  // warp's load reads 256 contiguous bytes. d64's 128-row step keeps rows in order and scalar loads:
+  // with vectors (or any other read schedule tried) ptxas's schedule of that 255-register step came
+  // out 1-3% slower.
+  static_assert(std::is_same_v<TiledMmaSdP, Grid2x4>, "stats_slot follows the 2 x 4 S/dP warp grid");
+  static constexpr int kStatsPerThread = kBlockM / 16;
+  static constexpr bool kStatsVectors = kBlockM == 64;
+  static constexpr int kStatsGroups = 16;
+  static constexpr int stats_group(int wm, int g) { return wm * 8 + g; }
+  static constexpr int stats_slot(int r) {
+    if (!kStatsVectors) return r;
+    const int group = stats_group((r / 16) % 2, r % 8), mi = (r / 32) * 2 + (r / 8) % 2;
+    return group * kStatsPerThread + mi;
+  }
+  static constexpr bool stats_slots_are_a_permutation() {
+    bool taken[kBlockM] = {};
+    for (int r = 0; r < kBlockM; ++r) {
+      const int slot = stats_slot(r);
+      if (slot < 0 || slot >= kBlockM || taken[slot]) return false;
+      taken[slot] = true;
+    }
+    return true;
+  }
+  static_assert(stats_slots_are_a_permutation());
   static constexpr int kSmemBytes = kOffStats * int(sizeof(Element)) + kQStages * kSmemFloatsStats * 4;
 };
 

@@ -105,12 +105,19 @@ struct MainloopBwdSm80 {
     if (tidx < Traits::kSmemFloatsStats) {  // threads [0, kBlockM): LSE; [kBlockM, 2 kBlockM): D
       const int r = tidx % kBlockM;
       const int64_t row = static_cast<int64_t>(m_block) * kBlockM + r;
-      const float* src = tidx < kBlockM ? p.lse + bi.lse_offset + row : dpsum + row;
-      cp_async_4_zfill(src, stats_smem(smem, stage) + tidx, r < rows_left);
+      float* dst = stats_smem(smem, stage) + (tidx - r) + Traits::stats_slot(r);
+      // With vectors, rows past the sequence get LSE = +inf (P = 0) and D = 0 here (visible, like the
+      // copies, after the step's wait and barrier) and the step reads them without a range test; the
+      // scalar reads test the range and these rows are zero-filled.
+      if (!Traits::kStatsVectors || r < rows_left) {
+        cp_async_4_zfill(tidx < kBlockM ? p.lse + bi.lse_offset + row : dpsum + row, dst, r < rows_left);
+      } else {
+        *dst = tidx < kBlockM ? INFINITY : 0.f;
+      }
     }
   }
 
-  // The fp32 [LSE x kBlockM, D x kBlockM] rows of `stage`.
+  // The fp32 [LSE x kBlockM, D x kBlockM] of `stage`, rows in Traits::stats_slot order.
   FLASHATTN_DEVICE static float* stats_smem(Element* smem, int stage) {
     return reinterpret_cast<float*>(smem + Traits::kOffStats) + stage * Traits::kSmemFloatsStats;
   }
@@ -141,7 +148,6 @@ struct MainloopBwdSm80 {
     typename Traits::TiledMmaSdP mma_sdp;
     typename Traits::TiledMmaDkv mma_dkv;
     typename Traits::TiledMmaDq mma_dq;
-    const float lse_log2_inf = INFINITY;
     const bool softcap_on = Score::kSoftcap && score.tanh_scale != 0.f;
 
     auto step = [&](int m_block, int stage, auto masked_c) __attribute__((always_inline)) {
@@ -175,18 +181,33 @@ struct MainloopBwdSm80 {
       Tensor coord_s = rowcol_view(thr_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{})));
       const int row0 = m_block * kBlockM;
       const int col0 = n_block * kBlockN;
-      // LSE and D of this thread's rows, from the stage's shared copy. Rows past the sequence read
-      // LSE = +inf (P = 0) and D = 0; rows that see no key have LSE = +inf (no sink) or every score
-      // -inf: P = 0, never NaN.
-      const float* stats = stats_smem(smem, stage);
-      float lse2[decltype(size<0>(s))::value];
-      float dsum[decltype(size<0>(s))::value];
-      CUTE_UNROLL
-      for (int mi = 0; mi < size<0>(s); ++mi) {
-        const int r = get<0>(coord_s(mi, 0));
-        const bool in = row0 + r < bi.sq;
-        lse2[mi] = in ? stats[r] * kLog2e : lse_log2_inf;
-        dsum[mi] = in ? stats[kBlockM + r] : 0.f;
+      // LSE (times log2 e) and D of this thread's rows, from the stage's shared copy (order:
+      // Traits::stats_slot). Rows past the sequence read LSE = +inf (P = 0) and D = 0; rows that see no
+      // key have LSE = +inf (no sink) or every score -inf: P = 0, never NaN.
+      static_assert(decltype(size<0>(s))::value == Traits::kStatsPerThread);
+      float lse2[Traits::kStatsPerThread];
+      float dsum[Traits::kStatsPerThread];
+      // 64 rows: one vector of each, read just before its use so its registers stay free during the
+      // products before it.
+      auto row_stats = [&](int offset, float scale, float (&out)[Traits::kStatsPerThread])
+          __attribute__((always_inline)) {
+        struct alignas(16) Vec { float x[4]; };
+        static_assert(!Traits::kStatsVectors || Traits::kStatsPerThread == 4);
+        const Vec v = *reinterpret_cast<const Vec*>(stats_smem(smem, stage) + offset +
+                                                    4 * Traits::stats_group((t / 32) % 2, (t % 32) / 4));
+        CUTE_UNROLL
+        for (int mi = 0; mi < 4; ++mi) out[mi] = v.x[mi] * scale;
+      };
+      // 128 rows: scalar loads, before the S product (see Traits::kStatsVectors).
+      if constexpr (!Traits::kStatsVectors) {
+        const float* stats = stats_smem(smem, stage);
+        CUTE_UNROLL
+        for (int mi = 0; mi < size<0>(s); ++mi) {
+          const int r = get<0>(coord_s(mi, 0));
+          const bool in = row0 + r < bi.sq;
+          lse2[mi] = in ? stats[r] * kLog2e : INFINITY;
+          dsum[mi] = in ? stats[kBlockM + r] : 0.f;
+        }
       }
       clear(acc_s);
       {
@@ -200,6 +221,7 @@ struct MainloopBwdSm80 {
       score.template apply<true>(s, coord_s, row0, col0, bi.sq, bi.sk, dtanh);
       if constexpr (kMasked) mask.apply(s, coord_s, row0, col0, bi.sq, bi.sk);
 
+      if constexpr (Traits::kStatsVectors) row_stats(0, kLog2e, lse2);
       CUTE_UNROLL
       for (int mi = 0; mi < size<0>(s); ++mi) {
         CUTE_UNROLL
@@ -215,6 +237,7 @@ struct MainloopBwdSm80 {
                 thr_s2r_a, thr_s2r_b);
       }
       Tensor dp = rowcol_view(acc_dp);
+      if constexpr (Traits::kStatsVectors) row_stats(kBlockM, 1.f, dsum);
       // dS = P * (dP - D), chain rule through softcap's tanh; computed in place over dP.
       CUTE_UNROLL
       for (int mi = 0; mi < size<0>(dp); ++mi) {
