@@ -375,6 +375,13 @@ const KernelEntry* check_bwd(const BwdParams& p, int arch, int* rounded_out) {
   return entry;
 }
 
+// The tile the backward's launch template picks for p on `device` (bwd_launch_sm80.cuh: the class the
+// device's shared memory fits, then the short-causal rule); block_m 0 where none fits.
+TileBwdSm80 bwd_tile_for_problem(const BwdParams& p, int device, int rounded) {
+  return bwd_tile_for_device_sm80(rounded, smem_optin(device),
+                                  bwd_short_causal_sm80((bwd_variant_bits(p) & 1u) != 0, p.seqlen_q));
+}
+
 }  // namespace
 
 // Workspace (tile_bwd_sm80.h): fp32 dQ accumulator slices, D = rowsum(dO * O), dsinks partials. dK/dV need
@@ -384,7 +391,7 @@ Plan plan_bwd(const BwdParams& p, int device) {
   int rounded = 0;
   const KernelEntry* entry = check_bwd(p, arch, &rounded);
   const size_t optin = smem_optin(device);
-  const TileBwdSm80 tile = bwd_tile_for_device_sm80(rounded, optin);
+  const TileBwdSm80 tile = bwd_tile_for_problem(p, device, rounded);
   if (tile.block_m == 0) {
     fail(FLASHATTN_STATUS_NOT_SUPPORTED, "head_dim ", p.head_dim, ": the GPU backward needs ",
          bwd_smem_bytes_sm80(rounded, bwd_tile_sm80(rounded, SmemClassSm80::k163KB)) / 1024, " KB of shared memory per block at head dim ",
@@ -416,8 +423,10 @@ void bwd(const BwdParams& p, const Plan& plan, void* workspace, size_t workspace
   int rounded = 0;
   const KernelEntry* entry = check_bwd(p, device_arch(device), &rounded);
   if (rounded != plan.head_dim_rounded) fail(FLASHATTN_STATUS_INVALID_ARGUMENT, "plan: made for another head dim");
-  const BwdWorkspaceSm80 ws = bwd_workspace_sm80(plan.num_splits, p.nheads, p.total_q, rounded, plan.block_m, p.batch,
-                                                 p.seqlen_q, p.cu_seqlens_q != nullptr, p.sinks != nullptr);
+  // The layout the launcher carves for this p (its tile may differ from the plan's if p does).
+  const BwdWorkspaceSm80 ws =
+      bwd_workspace_sm80(plan.num_splits, p.nheads, p.total_q, rounded, bwd_tile_for_problem(p, device, rounded).block_m,
+                         p.batch, p.seqlen_q, p.cu_seqlens_q != nullptr, p.sinks != nullptr);
   if (ws.total > workspace_bytes || (ws.total > 0 && workspace == nullptr)) {
     fail(FLASHATTN_STATUS_INVALID_ARGUMENT, "workspace: the GPU backward needs ", ws.total, " bytes, got ",
          workspace_bytes);

@@ -110,15 +110,27 @@ void run_bwd_tile_sm80(const BwdParams& p, cudaStream_t stream) {
 
 // Entry point called by the generated TUs. kCausal: window (-1, 0) exactly; any other window runs the
 // local mask of the non-causal instantiation. One instantiation per distinct tile of the shared-memory
-// classes (classes with the same tile share it); the host planner has already rejected head dims with
-// no tile on this device, so only classes whose tile exists are launched.
-template <typename T, int kHeadDim, bool kCausal, SmemClassSm80 kClass>
-void run_bwd_class_sm80(const BwdParams& p, cudaStream_t stream) {
-  constexpr TileBwdSm80 kTile = bwd_tile_sm80(kHeadDim, kClass);
+// classes (classes with the same tile share it), plus a causal kernel's short-problem tile where it
+// differs (bwd_short_causal_sm80); the host planner has already rejected head dims with no tile on this
+// device, so only classes whose tile exists are launched.
+template <typename T, int kHeadDim, bool kCausal, SmemClassSm80 kClass, bool kShortCausal>
+void run_bwd_tile_of_class_sm80(const BwdParams& p, cudaStream_t stream) {
+  constexpr TileBwdSm80 kTile = bwd_tile_sm80(kHeadDim, kClass, kShortCausal);
   if constexpr (kTile.block_m > 0) {
     using Traits = kern::BwdTraitsSm80<kHeadDim, kTile.block_m, kTile.block_n, kTile.warps, kTile.q_stages, T>;
     kern::run_bwd_tile_sm80<Traits, kCausal>(p, stream);
   }
+}
+
+template <typename T, int kHeadDim, bool kCausal, SmemClassSm80 kClass>
+void run_bwd_class_sm80(const BwdParams& p, cudaStream_t stream) {
+  if constexpr (kCausal && !(bwd_tile_sm80(kHeadDim, kClass, true) == bwd_tile_sm80(kHeadDim, kClass))) {
+    if (bwd_short_causal_sm80(true, p.seqlen_q)) {
+      run_bwd_tile_of_class_sm80<T, kHeadDim, kCausal, kClass, true>(p, stream);
+      return;
+    }
+  }
+  run_bwd_tile_of_class_sm80<T, kHeadDim, kCausal, kClass, false>(p, stream);
 }
 
 template <typename T, int kHeadDim, bool kCausal>
