@@ -62,9 +62,10 @@ constexpr TileBwdSm80 bwd_tile_sm80(int head_dim, SmemClassSm80 cls) {
 }
 
 // Short causal problems (the causal kernels, seqlen_q <= 512) step through 64 query rows where the
-// class's tile takes 128 (d64): a CTA then has 2.5 steps of 128 rows on average, and the 96 KB tile's
-// two CTAs per SM hide one CTA's prologue and epilogue behind the other's steps. H100, fp16 h32 d64,
-// 64 against 128 rows: b32 s512 causal -1.6% time; b16 s1k causal +1.8%, b32 s512 non-causal +5%.
+// class's tile takes 128 (d64): a CTA there has 2.5 steps of 128 rows on average, so the first Q/dO
+// load it waits for (half as large with 64 rows) and the diagonal step weigh most. Still one CTA per SM
+// (registers). H100, fp16 h32 d64, 64 against 128 rows: b32 s512 causal -1.6% time; b16 s1k causal
+// +1.8%, b32 s512 non-causal +5%.
 constexpr int64_t kBwdShortCausalRows = 512;
 constexpr bool bwd_short_causal_sm80(bool causal_kernel, int64_t seqlen_q) {
   return causal_kernel && seqlen_q <= kBwdShortCausalRows;
