@@ -11,7 +11,7 @@
 #   FAMILIES=fwd;bwd;fwd_infer   FLASHATTN_FAMILIES (naming a family builds it even while validated = false)
 #   JOBS=$(nproc)      parallel nvcc jobs
 #   STEPS="build regs sass test sanitize bench"   steps to run, in this order
-#                      (also: pytest, checks = test + pytest side by side, suite, profile, overhead, pack,
+#                      (also: pytest, checks = test + pytest side by side, suite, profile, splits, overhead, pack,
 #                      sweep, detcost = the deterministic backward's cost, ncu = the backward against FA2
 #                      under ncu, NCU_SHAPES="batch seqlen heads headdim causal;...", breakdown = every
 #                      kernel's time of one call, ours and FA2's, BREAKDOWN_OP=bwd and NCU_SHAPES, errors = library
@@ -33,6 +33,7 @@
 #   GTEST_FILTER=...   step test: a gtest filter for every GPU test executable
 #   TEST_TIMEOUT=300   seconds each test executable (and pytest) may run: a hang costs minutes, not the call
 #   PROFILE_ARGS=...   step profile: arguments of bench/profile_decode.py (e.g. --batch 1 32 --seqlen-q 1 4)
+#   SPLITS_ARGS=...    step splits: arguments of bench/decode_splits.py (decode time per forced num_splits)
 # New steps: add a step_<name> function and name it in STEPS; it appends to SUMMARY.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -283,6 +284,13 @@ step_profile() {
   local rc=$?
   add profile "$([ $rc = 0 ] && echo ok || echo FAIL)" "see profile.log"
   cat "$OUT/profile.log"
+}
+
+step_splits() {
+  FLASHATTN_LIBRARY="$(lib_path)" PYTHONUNBUFFERED=1 python3 "$root/bench/decode_splits.py" ${SPLITS_ARGS:-} >"$OUT/splits.log" 2>&1
+  local rc=$?
+  add splits "$([ $rc = 0 ] && echo ok || echo FAIL)" "see splits.log"
+  cat "$OUT/splits.log"
 }
 
 # Cost of the deterministic backward: flashattn-bench --op bwd with and without --deterministic, over the
