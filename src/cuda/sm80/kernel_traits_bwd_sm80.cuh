@@ -106,7 +106,7 @@ struct BwdTraitsSm80 {
   // queue full (ncu: mio_throttle 0.7-0.9 stalls per instruction, FA2's kernel 0.2); +1-2% at d128
   // (H100 A/B). TiledMmaSdP's thread holds rows rep * 32 + wm * 16 + h * 8 + g (warp wm = warp % 2,
   // g = lane / 4), fragment row mi = 2 rep + h; the 16 (wm, g) groups' vectors lie side by side, so a
-  // warp's load reads 256 contiguous bytes. d64's 128-row step keeps rows in order and scalar loads:
+  // warp's load (its 8 groups) reads 128 contiguous bytes. d64's 128-row step keeps rows in order and scalar loads:
   // with vectors (or any other read schedule tried) ptxas's schedule of that 255-register step came
   // out 1-3% slower.
   static_assert(std::is_same_v<TiledMmaSdP, Grid2x4>, "stats_slot follows the 2 x 4 S/dP warp grid");
