@@ -5,12 +5,16 @@
 //            resolves the rows it copies: with page_size a multiple of the key tile a whole key block sits
 //            in one page (one block_table read per block); otherwise every row is looked up (any page
 //            size >= 1). Table entries are clamped to the pool, so a corrupt entry reads a wrong page but
-//            never out of bounds (check mode reports it instead).
+//            never out of bounds (check mode reports it instead). The divisions by page_size go through
+//            FastDivmod: as `/` and `%` they took about half of the decode kernel's key-slice loop (11
+//            integer divisions, 1110 instructions a slice against the dense kernel's 580), and with one
+//            warp per scheduler every one of them sat on the critical path.
 #pragma once
 
 #include <cstdint>
 
 #include "core/params.h"
+#include "cuda/common/fast_divmod.h"
 #include "cuda/common/utils.cuh"
 
 namespace flashattn {
@@ -28,12 +32,15 @@ struct KvPaged {
   const Element* k;      // pool base + this kv head's offset
   const Element* v;
   int64_t k_page_stride, k_row_stride, v_page_stride, v_row_stride;
-  int page_size, last_page, last_entry;
+  FastDivmod page_size;
+  int last_page, last_entry;
   bool block_in_page;  // page_size % kBlockN == 0
-  // Pages of the rows this thread copies in the key block last prefetched. K(n) and V(n) share them, and
-  // the table reads for block n - 1 are issued a half-iteration before K(n - 1) needs them, so the
-  // dependent table load never sits in front of a cp.async.
+  // Page and row inside it of each row this thread copies in the key block last prefetched. K(n) and V(n)
+  // share them, and the table reads for block n - 1 are issued a half-iteration before K(n - 1) needs
+  // them, so the dependent table load never sits in front of a cp.async; load() then spends two
+  // multiply-adds a row, like the dense path's one.
   int pages[kRows];
+  int rows[kRows];
 
   FLASHATTN_DEVICE static KvPaged make(const FwdParams& p, int b, int hk, int block_n) {
     KvPaged kv;
@@ -44,7 +51,7 @@ struct KvPaged {
     kv.k_row_stride = p.k_row_stride;
     kv.v_page_stride = p.v_batch_stride;
     kv.v_row_stride = p.v_row_stride;
-    kv.page_size = p.page_size;
+    kv.page_size = FastDivmod(p.page_size);
     kv.last_page = p.num_pages - 1;
     kv.last_entry = p.max_pages_per_seq - 1;
     kv.block_in_page = p.page_size % block_n == 0;
@@ -62,26 +69,35 @@ struct KvPaged {
   FLASHATTN_DEVICE void prefetch(int n, TC const& coord) {
     const int t0 = n * kBlockN;
     if (block_in_page) {
-      pages[0] = page(t0 / page_size);
+      const int entry = page_size.div(t0);
+      const int pg = page(entry);
+      const int row0 = t0 - entry * page_size.divisor;
+      CUTE_UNROLL
+      for (int m = 0; m < kRows; ++m) {
+        pages[m] = pg;
+        rows[m] = row0 + get<0>(coord(0, m, 0));
+      }
       return;
     }
     CUTE_UNROLL
-    for (int m = 0; m < kRows; ++m) pages[m] = page((t0 + get<0>(coord(0, m, 0))) / page_size);
+    for (int m = 0; m < kRows; ++m) {
+      const int t = t0 + get<0>(coord(0, m, 0));
+      const int entry = page_size.div(t);
+      pages[m] = page(entry);
+      rows[m] = t - entry * page_size.divisor;
+    }
   }
 
   // Copies key block n (prefetched) of K (kIsV false) or V into its shared tile partition, like
   // copy_tile_g2s: rows at or past rows_left and columns with pred_col false are zero-filled.
   template <bool kIsV, bool kCheckRows, int kBlockN, typename TD, typename TC, typename TP>
-  FLASHATTN_DEVICE void load(int n, TD&& dst, TC const& coord, TP const& pred_col, int rows_left) const {
+  FLASHATTN_DEVICE void load(int, TD&& dst, TC const& coord, TP const& pred_col, int rows_left) const {
     static_assert(decltype(size<1>(dst))::value == kRows);
     const Element* base = kIsV ? v : k;
     const int64_t page_stride = kIsV ? v_page_stride : k_page_stride;
     const int64_t row_stride = kIsV ? v_row_stride : k_row_stride;
-    const int t0 = n * kBlockN;
-    copy_rows_g2s<kCheckRows>(dst, coord, pred_col, rows_left, [&](int m, int r) {
-      const int pg = block_in_page ? pages[0] : pages[m];
-      return base + pg * page_stride + ((t0 + r) % page_size) * row_stride;
-    });
+    copy_rows_g2s<kCheckRows>(dst, coord, pred_col, rows_left,
+                              [&](int m, int) { return base + pages[m] * page_stride + rows[m] * row_stride; });
   }
 };
 
