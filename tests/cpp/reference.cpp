@@ -1,6 +1,7 @@
 // fp64 reference: see reference.h. Written from docs/semantics.md and docs/dropout.md only.
 #include "reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -320,6 +321,8 @@ std::vector<double> gather_paged(const std::vector<double>& pool, int64_t page_s
 void apply_rotary(double* x, int64_t rotary_dim, bool interleaved, const std::vector<double>& cos_tab,
                   const std::vector<double>& sin_tab, int64_t pos) {
   const int64_t half = rotary_dim / 2;
+  // A position past the table takes its last row (docs/semantics.md, KV cache append and rotary).
+  pos = std::min<int64_t>(std::max<int64_t>(pos, 0), static_cast<int64_t>(cos_tab.size()) / half - 1);
   for (int64_t r = 0; r < half; ++r) {
     const int64_t a = interleaved ? 2 * r : r;
     const int64_t b = interleaved ? 2 * r + 1 : r + half;

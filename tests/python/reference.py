@@ -209,6 +209,7 @@ def rotary(x, cos, sin, pos, interleaved):
     """Rotate the first 2*cos.shape[1] features of x (n, h, d) at positions pos (n,)."""
     x = np.asarray(x, np.float64).copy()
     rd2 = cos.shape[1]
+    pos = np.clip(np.asarray(pos), 0, cos.shape[0] - 1)  # past the table: its last row (docs/semantics.md)
     c = np.asarray(cos, np.float64)[pos][:, None, :]
     s = np.asarray(sin, np.float64)[pos][:, None, :]
     if interleaved:
