@@ -52,44 +52,54 @@ class Skips:
 
 
 class GpuTimer:
-    """Median time of fn in ms: triton's do_bench (which clears L2 before every run) when triton is there,
-    otherwise the same recipe with CUDA events."""
+    """Median time of fn in ms, CUDA events around each call, with L2 emptied before every call.
 
-    def __init__(self, torch, quick):
+    l2_flush="read" (default) empties L2 by reading a 256 MB buffer: the call starts with a cold L2 that holds
+    no dirty lines. l2_flush="write" zeroes the buffer instead (what triton.testing.do_bench does): the call
+    then also pays the write-back of up to a whole L2 of the flush's dirty lines (50 MB on an H100, about
+    17 us at 3 TB/s), which the read ceiling (one multi-GB read) does not pay; it weighs on calls that take
+    tens of microseconds, so it is kept only to reproduce earlier result files."""
+
+    FLUSH_BYTES = 256 * 1024 * 1024
+    MAX_RUNS = 1000
+
+    def __init__(self, torch, quick, l2_flush="read"):
+        if l2_flush not in ("read", "write"):
+            raise ValueError(f"l2_flush must be 'read' or 'write', got {l2_flush!r}")
         self.torch = torch
+        self.l2_flush = l2_flush
         self.warmup, self.rep = (10, 40) if quick else (25, 100)
-        try:
-            from triton.testing import do_bench
-            self.do_bench = do_bench
-        except ImportError:
-            self.do_bench = None
-            self.cache = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda")
+        self.cache = torch.zeros(self.FLUSH_BYTES // 4, dtype=torch.float32, device="cuda")
+
+    def flush(self):
+        if self.l2_flush == "read":
+            self.cache.amax()
+        else:
+            self.cache.zero_()
 
     def __call__(self, fn):
-        if self.do_bench is not None:
-            return float(self.do_bench(fn, warmup=self.warmup, rep=self.rep, return_mode="median"))
         torch = self.torch
         fn()
         torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        for _ in range(5):
+            fn()
         end.record()
         torch.cuda.synchronize()
-        est = max(start.elapsed_time(end), 1e-3)
-        n_warm, n = max(1, int(self.warmup / est)), max(5, int(self.rep / est))
+        est = max(start.elapsed_time(end) / 5, 1e-3)
+        n_warm = max(1, int(self.warmup / est))
+        n = min(self.MAX_RUNS, max(5, int(self.rep / est)))
         for _ in range(n_warm):
             fn()
-        times = []
-        for _ in range(n):
-            self.cache.zero_()
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
+        for s, e in events:
+            self.flush()
             s.record()
             fn()
             e.record()
-            times.append((s, e))
         torch.cuda.synchronize()
-        return statistics.median(s.elapsed_time(e) for s, e in times)
+        return statistics.median(s.elapsed_time(e) for s, e in events)
 
 
 def graph_timer(torch, timer, fn):
@@ -322,7 +332,7 @@ def run_compute(torch, args, suite, configs, impls, device, rounds=1):
     if suite == "cpu" and args.cpu_bwd:
         ops = ["fwd", "bwd"]
     on_gpu = device == "cuda"
-    timer = GpuTimer(torch, args.quick) if on_gpu else None
+    timer = GpuTimer(torch, args.quick, args.l2_flush) if on_gpu else None
     skip = Skips()
     records = []
     for cfg in configs:
@@ -394,7 +404,7 @@ def run_decode(torch, args, dtype, ceiling, quick):
     import flashattn
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    timer = GpuTimer(torch, quick)
+    timer = GpuTimer(torch, quick, args.l2_flush)
     skip = Skips()
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     page = 16
@@ -519,6 +529,9 @@ def parse_args(argv=None):
     ap.add_argument("--rounds", type=int, default=1,
                     help="fwd/bwd suites: time the whole grid this many times and keep each record's fastest "
                          "round (every impl alike; the other-shapes row always takes 2)")
+    ap.add_argument("--l2-flush", default="read", choices=["read", "write"],
+                    help="how L2 is emptied before each timed call: read a 256 MB buffer (cold and clean), or "
+                         "zero it (triton do_bench's way: the call also writes back the flush's dirty lines)")
     ap.add_argument("--no-write", action="store_true", help="print the tables only")
     ap.add_argument("--compare-64row", action="store_true",
                     help="decode suite: also time paged flashattn on the 64-row kernel (FLASHATTN_DECODE_TILE=0)")
@@ -582,7 +595,7 @@ def run_gpu_suite(torch, args, suite):
     if not torch.cuda.is_available():
         sys.exit(f"suite {suite} needs a CUDA GPU (try --suite cpu)")
     name = torch.cuda.get_device_name()
-    timer = GpuTimer(torch, args.quick)
+    timer = GpuTimer(torch, args.quick, args.l2_flush)
     matmul = measure_matmul_tflops(torch, timer)
     ceiling = measure_read_ceiling_tbps(torch, timer, gib=2 if args.quick else 4)
     log(f"{name}: bf16 8192^3 matmul {matmul:.0f} TFLOP/s, read ceiling {ceiling:.2f} TB/s")
@@ -613,7 +626,8 @@ def run_gpu_suite(torch, args, suite):
     if args.no_write or not records:
         return []
     return [C.write_results(C.result_path(args.out, name, file_suite), name, records, read_ceiling_tbps=ceiling,
-                            matmul_tflops=matmul, torch=torch.__version__, quick=args.quick)]
+                            matmul_tflops=matmul, torch=torch.__version__, quick=args.quick,
+                            l2_flush=args.l2_flush)]
 
 
 if __name__ == "__main__":
