@@ -101,12 +101,12 @@ def short(s):
         mask = "causal" if c == "true" else ("local" if l == "true" else "none")
         score = {("false", "false"): "plain", ("true", "false"): "softcap", ("false", "true"): "alibi"}.get((sc, al), "general")
         return f"fwd {t:11s} d{d:<4s} {bm}x{bn} {w}w mask={mask:6s} score={score}"
-    m = re.search(r"FwdDecodeKernelSm80<(\w+), (\d+), (\d+), MaskPolicy<(\w+), (\w+)(?:, \w+)?>, ScorePolicy<(\w+), (\w+)>, (\w+)>", s)
+    m = re.search(r"FwdDecodeKernelSm80<(\w+), (\d+), (\d+), MaskPolicy<(\w+), (\w+)(?:, \w+)?>, ScorePolicy<(\w+), (\w+)>, (\w+), (\w+)>", s)
     if m:
-        t, d, bn, c, l, sc, al, paged = m.groups()
+        t, d, bn, c, l, sc, al, paged, in_page = m.groups()
         mask = "causal" if c == "true" else ("local" if l == "true" else "none")
         score = "general" if sc == "true" else "plain"
-        kv = " paged" if paged == "true" else ""
+        kv = (" paged slices" if in_page == "true" else " paged rows") if paged == "true" else ""
         return f"decode {t:11s} d{d:<4s} 16x{bn} 4w mask={mask:6s} score={score}{kv}"
     return s[:110]
 print(f"{'kernel':64s} {'arch':6s} {'regs':>4s} {'stack':>6s} {'spill_st':>8s} {'spill_ld':>8s}")

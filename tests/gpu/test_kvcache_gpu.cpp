@@ -466,6 +466,38 @@ TEST(GpuKvCache, GqaDecode32x8) {
   EXPECT_EQ(std::string(r.plan.kernel).find("decode") != std::string::npos, decode_tile) << r.plan.kernel;
 }
 
+// Decode at split counts from 2 to past the key blocks (splits with no key), with empty sequences (every
+// split empty: out 0, LSE +inf or the sink), sinks, a window and paged K/V, at 4 and 16 packed rows.
+TEST(GpuKvCache, DecodeSplitCounts) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = gputest::fresh_seed("GpuKvCache.DecodeSplitCounts");
+  std::mt19937_64 rng(seed);
+  std::vector<KvCase> cases;
+  int variant = 0;
+  for (int splits : {2, 7, 16, 24, 40, 64})
+    for (int page : {0, 16}) {
+      KvCase c;
+      c.h = 8;
+      c.hk = 2;
+      c.sq = variant % 3 == 2 ? 4 : 1;  // 16 or 4 packed rows: one decode tile
+      c.cap = 2304;  // 18 key blocks: from 24 splits on, some splits get none
+      c.page = page;
+      c.seqlens = random_seqlens(rng, 3, 1, c.cap);
+      c.seqlens[0] = static_cast<int32_t>(c.cap);
+      c.seqlens[1] = 0;
+      c.num_splits = splits;
+      c.sinks = variant % 2 == 0;
+      if (variant % 4 == 1) {
+        c.causal = true;
+        c.wl = 300;
+        c.wr = 0;
+      }
+      cases.push_back(c);
+      ++variant;
+    }
+  run_and_expect(cases, seed);
+}
+
 // PackGQA at several query tokens (speculative decoding, chunked prefill): tile rows are (token, head)
 // pairs, so causal and window masks must act per token, and out/LSE/partials land in the caller's layout.
 TEST(GpuKvCache, PackedGqaMultiToken) {

@@ -9,6 +9,9 @@
 //            FastDivmod: as `/` and `%` they took about half of the decode kernel's key-slice loop (11
 //            integer divisions, 1110 instructions a slice against the dense kernel's 580), and with one
 //            warp per scheduler every one of them sat on the critical path.
+//            kTileInPage (compile time): the host guarantees page_size % tile keys == 0, so a tile's rows
+//            are consecutive rows of one page and the copy addresses them as the dense path does (one
+//            base per tile plus the row offsets), not through a page and a row per copied row.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +28,7 @@ struct KvDense {
 };
 
 // kRows: rows of a key tile one thread copies (the tiled copy's row repeats), each with its own page.
-template <typename Element, int kRows>
+template <typename Element, int kRows, bool kTileInPage = false>
 struct KvPaged {
   static constexpr bool kPaged = true;
   const int32_t* table;  // this sequence's block_table row
@@ -68,6 +71,12 @@ struct KvPaged {
   template <int kBlockN, typename TC>
   FLASHATTN_DEVICE void prefetch(int n, TC const& coord) {
     const int t0 = n * kBlockN;
+    if constexpr (kTileInPage) {  // pages[0], rows[0]: the tile's page and its first row there
+      const int entry = page_size.div(t0);
+      pages[0] = page(entry);
+      rows[0] = t0 - entry * page_size.divisor;
+      return;
+    }
     if (block_in_page) {
       const int entry = page_size.div(t0);
       const int pg = page(entry);
@@ -96,8 +105,13 @@ struct KvPaged {
     const Element* base = kIsV ? v : k;
     const int64_t page_stride = kIsV ? v_page_stride : k_page_stride;
     const int64_t row_stride = kIsV ? v_row_stride : k_row_stride;
-    copy_rows_g2s<kCheckRows>(dst, coord, pred_col, rows_left,
-                              [&](int m, int) { return base + pages[m] * page_stride + rows[m] * row_stride; });
+    if constexpr (kTileInPage) {
+      const Element* tile = base + pages[0] * page_stride + rows[0] * row_stride;
+      copy_rows_g2s<kCheckRows>(dst, coord, pred_col, rows_left, [&](int, int r) { return tile + r * row_stride; });
+    } else {
+      copy_rows_g2s<kCheckRows>(dst, coord, pred_col, rows_left,
+                                [&](int m, int) { return base + pages[m] * page_stride + rows[m] * row_stride; });
+    }
   }
 };
 

@@ -18,7 +18,9 @@
 namespace flashattn {
 namespace kern {
 
-template <typename T, int kHeadDim, int kBlockN_, typename Mask, typename Score, bool kPaged>
+// kSliceInPage (paged only): page_size is a multiple of the 16-key slice, so each slice is read from one
+// page like a dense one (KvPaged's kTileInPage); else each copied row is looked up.
+template <typename T, int kHeadDim, int kBlockN_, typename Mask, typename Score, bool kPaged, bool kSliceInPage>
 struct FwdDecodeKernelSm80 {
   static constexpr int kSliceKeys = kDecodeSliceKeys;
   static constexpr int kBlockM = kDecodeRows;
@@ -38,7 +40,8 @@ struct FwdDecodeKernelSm80 {
   static constexpr int kRows = Warp::kRowsPerThread;
   // The end-of-tile merge stages each warp's (max, sum, O) fragment in its own buffers.
   static_assert((2 * kRows + kBlockM * kHeadDim / 32) * 32 * 4 <= kWarpSmemElems * int(sizeof(Element)));
-  using Kv = std::conditional_t<kPaged, KvPaged<Element, kSliceKeys / (32 / Warp::kGmemThreadsPerRow)>, KvDense>;
+  using Kv = std::conditional_t<kPaged, KvPaged<Element, kSliceKeys / (32 / Warp::kGmemThreadsPerRow), kSliceInPage>,
+                                KvDense>;
   using Softmax = OnlineSoftmax<kRows>;
   using Io = InferRows<Warp>;
 

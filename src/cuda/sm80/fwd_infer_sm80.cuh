@@ -92,7 +92,8 @@ struct PolicyTag {
 }  // namespace kern
 
 // Entry point called by the generated TUs: kernel (64-row / decode), mask (none / local, causal included,
-// PackGQA-aware) and score policy (plain / general) are run-time switches over eight instantiations.
+// PackGQA-aware) and score policy (plain / general) are run-time switches over eight instantiations, and
+// a paged TU's decode kernel comes in two addressings (whole slices in a page, or per row): twelve.
 template <typename T, int kHeadDim, bool kPaged>
 void run_fwd_infer_sm80(const FwdInferParams& ip, cudaStream_t stream) {
   constexpr TileSm80 kTile = fwd_infer_tile_sm80(kHeadDim);
@@ -101,8 +102,17 @@ void run_fwd_infer_sm80(const FwdInferParams& ip, cudaStream_t stream) {
     using Mask = typename decltype(mask_tag)::type;
     using Score = typename decltype(score_tag)::type;
     if (ip.decode) {
-      kern::launch_fwd_infer_sm80<kern::FwdDecodeKernelSm80<T, kHeadDim, kTile.block_n, Mask, Score, kPaged>>(ip,
-                                                                                                              stream);
+      // Pages that hold whole 16-key slices (vLLM's 16, and every larger power of two) take the dense-like
+      // addressing; other page sizes look each row up.
+      using Decode = kern::FwdDecodeKernelSm80<T, kHeadDim, kTile.block_n, Mask, Score, kPaged, false>;
+      using DecodeSliceInPage = kern::FwdDecodeKernelSm80<T, kHeadDim, kTile.block_n, Mask, Score, kPaged, true>;
+      if constexpr (kPaged) {
+        if (ip.p.page_size % kDecodeSliceKeys == 0) {
+          kern::launch_fwd_infer_sm80<DecodeSliceInPage>(ip, stream);
+          return;
+        }
+      }
+      kern::launch_fwd_infer_sm80<Decode>(ip, stream);
     } else {
       kern::launch_fwd_infer_sm80<kern::FwdInferKernelSm80<Traits, Mask, Score, kPaged>>(ip, stream);
     }
