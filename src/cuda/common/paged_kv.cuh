@@ -61,9 +61,11 @@ struct KvPaged {
     return kv;
   }
 
-  FLASHATTN_DEVICE int page(int entry) const {
-    const int e = min(max(entry, 0), last_entry);
-    return min(max(__ldg(table + e), 0), last_page);
+  // Logical key t -> its page (the table entry clamped to the pool) and its row in that page.
+  FLASHATTN_DEVICE void locate(int t, int& pg, int& row) const {
+    const int entry = page_size.div(t);
+    pg = min(max(__ldg(table + min(max(entry, 0), last_entry)), 0), last_page);
+    row = t - entry * page_size.divisor;
   }
 
   // Reads the block_table entries of key block n for this thread's rows (coord: the tile's identity
@@ -72,15 +74,12 @@ struct KvPaged {
   FLASHATTN_DEVICE void prefetch(int n, TC const& coord) {
     const int t0 = n * kBlockN;
     if constexpr (kTileInPage) {  // pages[0], rows[0]: the tile's page and its first row there
-      const int entry = page_size.div(t0);
-      pages[0] = page(entry);
-      rows[0] = t0 - entry * page_size.divisor;
+      locate(t0, pages[0], rows[0]);
       return;
     }
     if (block_in_page) {
-      const int entry = page_size.div(t0);
-      const int pg = page(entry);
-      const int row0 = t0 - entry * page_size.divisor;
+      int pg, row0;
+      locate(t0, pg, row0);
       CUTE_UNROLL
       for (int m = 0; m < kRows; ++m) {
         pages[m] = pg;
@@ -89,12 +88,7 @@ struct KvPaged {
       return;
     }
     CUTE_UNROLL
-    for (int m = 0; m < kRows; ++m) {
-      const int t = t0 + get<0>(coord(0, m, 0));
-      const int entry = page_size.div(t);
-      pages[m] = page(entry);
-      rows[m] = t - entry * page_size.divisor;
-    }
+    for (int m = 0; m < kRows; ++m) locate(t0 + get<0>(coord(0, m, 0)), pages[m], rows[m]);
   }
 
   // Copies key block n (prefetched) of K (kIsV false) or V into its shared tile partition, like
