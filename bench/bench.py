@@ -117,6 +117,13 @@ def graph_timer(torch, timer, fn):
     return timer(graph.replay)
 
 
+def measure_timer_floor_ms(torch, timer):
+    """Median time of one trivial kernel (torch.cuda._sleep(0)), eager and as a replayed graph: the part of
+    every short call's time that is launch and timer, not work."""
+    fn = lambda: torch.cuda._sleep(0)  # noqa: E731
+    return {"eager": timer(fn), "graph": graph_timer(torch, timer, fn)}
+
+
 def peak_memory(torch, fn):
     """Bytes fn allocates at its peak beyond what was live before it (torch.cuda.max_memory_allocated delta)."""
     torch.cuda.synchronize()
@@ -434,6 +441,11 @@ def run_decode(torch, args, dtype, ceiling, quick):
                 finally:
                     del os.environ["FLASHATTN_DECODE_TILE"]
             impls.append(("flashattn_64row", page, paged_64row, None))
+        # A reference, not a peer: one torch reduction over exactly this point's K+V bytes (the dense K and V),
+        # through the same timer: how far under the multi-GB read ceiling a single read of this size lands,
+        # launch and timer included (a tuned kernel can beat torch's reduction by a little; nothing by much).
+        same_bytes = torch.as_strided(k, (nbytes // k.element_size(),), (1,))  # dense K then V (C.decode_inputs)
+        impls.append(("read", None, lambda: same_bytes.amax(), None))
         qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         for peer in ("fa2", "cudnn", "efficient"):
             impls.append((peer, None, lambda: F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True),
@@ -461,7 +473,7 @@ def run_decode(torch, args, dtype, ceiling, quick):
                 except Exception as e:  # no record for what cannot run (or cannot be captured)
                     skip(name + (" (graph)" if graph else ""), desc, e)
                     torch.cuda.synchronize()
-        q = k = v = kp = vp = table = qt = kt = vt = impls = None  # free this point's caches before the next
+        q = k = v = kp = vp = table = qt = kt = vt = impls = same_bytes = None  # free this point before the next
         torch.cuda.empty_cache()
     return records
 
@@ -482,13 +494,19 @@ def report(suite, records, ceiling=None):
             print(f"\n-- {'CUDA-graph replay' if graph else 'eager, event-timed'} (TB/s of K+V read;"
                   f" read ceiling {ceiling or float('nan'):.2f} TB/s) --")
             print("\n".join(C.format_table(sub, ["fa2", "cudnn"], ours_filter=paged, unit="TB/s, paged flashattn")))
-            print("\n".join(C.summary_lines(sub, ["fa2", "cudnn", "efficient", "flashattn_64row"], ours_filter=paged)))
+            refs = ["fa2", "cudnn", "efficient", "flashattn_64row", "read"]
+            print("\n".join(C.summary_lines(sub, refs, ours_filter=paged)))
             if ceiling:
                 fr = [r["tbps"] / ceiling for r in sub if r["impl"] == "flashattn" and paged(r)]
                 big = [r["tbps"] / ceiling for r in sub if r["impl"] == "flashattn" and paged(r) and r["batch"] >= 8]
                 if fr:
                     print(f"flashattn paged: {min(fr):.0%}..{max(fr):.0%} of the read ceiling"
                           + (f"; at B >= 8 worst {min(big):.0%}" if big else ""))
+                bare = [r for r in sub if r["impl"] == "read" and r["batch"] >= 8]
+                if bare:
+                    worst = min(bare, key=lambda r: r["tbps"])
+                    print(f"a bare read of the same bytes at B >= 8: worst {worst['tbps'] / ceiling:.0%} of the"
+                          f" read ceiling ({C.describe(worst)})")
         return
     for op in sorted({r["op"] for r in records}):
         sub = [r for r in records if r["op"] == op]
@@ -601,8 +619,12 @@ def run_gpu_suite(torch, args, suite):
     log(f"{name}: bf16 8192^3 matmul {matmul:.0f} TFLOP/s, read ceiling {ceiling:.2f} TB/s")
     dtypes = ["bf16", "fp16"] if args.dtype == "all" else [args.dtype]
     file_suite = suite
+    extra = {}
     if suite == "decode":
         records = []
+        extra["timer_floor_ms"] = measure_timer_floor_ms(torch, timer)
+        log(f"timer floor (one trivial kernel): eager {extra['timer_floor_ms']['eager'] * 1e3:.1f} us,"
+            f" graph replay {extra['timer_floor_ms']['graph'] * 1e3:.1f} us")
         for dt in dtypes[:1] if args.quick else dtypes:
             records += run_decode(torch, args, dt, ceiling, args.quick)
     else:
@@ -627,7 +649,7 @@ def run_gpu_suite(torch, args, suite):
         return []
     return [C.write_results(C.result_path(args.out, name, file_suite), name, records, read_ceiling_tbps=ceiling,
                             matmul_tflops=matmul, torch=torch.__version__, quick=args.quick,
-                            l2_flush=args.l2_flush)]
+                            l2_flush=args.l2_flush, **extra)]
 
 
 if __name__ == "__main__":

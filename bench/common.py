@@ -56,10 +56,11 @@ def kv_bytes(batch, seqlen_k, nheads_k, headdim, elem_bytes):
 
 def decode_inputs(torch, b, sq, L, h, hk, d, dt, page):
     """One decode problem: q (b, sq, h, d); dense K/V (b, L, hk, d); a paged pool of the same size with
-    shuffled pages, as a serving engine's allocator leaves them; cache_seqlens = L; the block table."""
+    shuffled pages, as a serving engine's allocator leaves them; cache_seqlens = L; the block table. The dense
+    K and V are the two halves of one buffer, so one pass over k.data_ptr()'s storage reads exactly the step's
+    K+V bytes (bench.py's same-bytes read)."""
     q = torch.randn(b, sq, h, d, dtype=dt, device="cuda")
-    k = torch.randn(b, L, hk, d, dtype=dt, device="cuda")
-    v = torch.randn(b, L, hk, d, dtype=dt, device="cuda")
+    k, v = torch.randn(2, b, L, hk, d, dtype=dt, device="cuda").unbind(0)
     seqlens = torch.full((b,), L, dtype=torch.int32, device="cuda")
     npages = b * L // page
     kp = torch.randn(npages, page, hk, d, dtype=dt, device="cuda")

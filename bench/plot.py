@@ -19,9 +19,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
 
 # Fixed order and colours, so every figure reads the same way.
-IMPL_ORDER = ["flashattn", "flashattn-paged", "flashattn_64row", "fa2", "cudnn", "efficient", "flex", "math", "torch_cpu"]
-COLORS = {"flashattn": "#7b2cbf", "flashattn-paged": "#c77dff", "flashattn_64row": "#e0aaff", "fa2": "#2a9d8f", "cudnn": "#76b900",
-          "efficient": "#e9c46a", "flex": "#f4a261", "math": "#8d99ae", "torch_cpu": "#ee6c4d"}
+IMPL_ORDER = ["flashattn", "flashattn-paged", "flashattn_64row", "fa2", "cudnn", "efficient", "flex",
+              "math", "torch_cpu", "read"]
+COLORS = {"flashattn": "#7b2cbf", "flashattn-paged": "#c77dff", "flashattn_64row": "#e0aaff",
+          "fa2": "#2a9d8f", "cudnn": "#76b900", "efficient": "#e9c46a",
+          "flex": "#f4a261", "math": "#8d99ae", "torch_cpu": "#ee6c4d", "read": "#d9d9d9"}
 OP_TITLE = {"fwd": "forward", "bwd": "backward", "fwd_bwd": "forward + backward"}
 
 

@@ -275,6 +275,8 @@ KvRun run_kv(const KvCase& c, uint64_t seed) {
   if (r.status == FLASHATTN_STATUS_OK) r.status = flashattn_kvcache_workspace_size(&a, &ws_bytes);
   void* ws = nullptr;
   if (r.status == FLASHATTN_STATUS_OK && ws_bytes > 0 && cudaMalloc(&ws, ws_bytes) != cudaSuccess) ws = nullptr;
+  // A workspace arrives holding anything: poison it, so no kernel may rely on its contents.
+  if (ws) cudaMemset(ws, 0xA5, ws_bytes);
   if (r.status == FLASHATTN_STATUS_OK) r.status = flashattn_fwd_kvcache(&a, ws, ws_bytes, nullptr);
   if (r.status == FLASHATTN_STATUS_OK && cudaDeviceSynchronize() != cudaSuccess) {
     r.status = FLASHATTN_STATUS_DEVICE_ERROR;
@@ -796,6 +798,7 @@ TEST(GpuKvCache, GraphReplayWithChangedMetadata) {
   void* ws = nullptr;
   if (ws_bytes) {
     ASSERT_EQ(cudaMalloc(&ws, ws_bytes), cudaSuccess);
+    ASSERT_EQ(cudaMemset(ws, 0xA5, ws_bytes), cudaSuccess);
   }
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
