@@ -30,6 +30,9 @@
 #   TEST_RUNS=...      step test: executables to run side by side, NAME@VAR=VALUE for an environment
 #   BENCH_ARGS=...     extra arguments of bench/quick_fwd_vs_fa2.py
 #   SUITES="bwd decode" SUITE_ARGS="--quick --dtype bf16"   step suite: bench/bench.py suites, JSON into $OUT
+#   SUITE_BASELINE=lib   step suite: each suite again against this library (a carried build of the baseline
+#                      commit), JSON into $OUT/baseline, then bench/compare.py baseline vs candidate
+#                      (COMPARE_ARGS, e.g. "--graph-only") into suite-<name>-baseline.log
 #   GTEST_FILTER=...   step test: a gtest filter for every GPU test executable
 #   TEST_TIMEOUT=300   seconds each test executable (and pytest) may run: a hang costs minutes, not the call
 #   PROFILE_ARGS=...   step profile: arguments of bench/profile_decode.py (e.g. --batch 1 32 --seqlen-q 1 4)
@@ -216,7 +219,7 @@ step_errors() {
 
 # bench/bench.py suites through the Python binding; the result JSON lands in $OUT.
 step_suite() {
-  local s rc t0
+  local s rc t0 lib
   for s in ${SUITES:-bwd decode}; do
     t0=$SECONDS
     FLASHATTN_LIBRARY="$(lib_path)" PYTHONPATH="$root/python" PYTHONUNBUFFERED=1 \
@@ -224,6 +227,18 @@ step_suite() {
     rc=$?
     add "suite-$s" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$((SECONDS - t0)) s, $(grep -ciE 'geomean' "$OUT/suite-$s.log") geomean lines"
     tail -40 "$OUT/suite-$s.log"
+    [ -n "${SUITE_BASELINE:-}" ] || continue
+    # The same suite against the baseline library, then the A/B table (the peers' rows give the drift).
+    t0=$SECONDS
+    lib=$(realpath "$SUITE_BASELINE")
+    FLASHATTN_LIBRARY="$lib" PYTHONPATH="$root/python" PYTHONUNBUFFERED=1 \
+      python3 "$root/bench/bench.py" --suite "$s" ${SUITE_ARGS:---quick --dtype bf16} --out "$OUT/baseline" \
+      >"$OUT/suite-$s-baseline.log" 2>&1 &&
+      python3 "$root/bench/compare.py" "$(ls "$OUT"/baseline/*-"$s".json)" "$(ls "$OUT"/*-"$s".json)" \
+        ${COMPARE_ARGS:-} >>"$OUT/suite-$s-baseline.log" 2>&1
+    rc=$?
+    add "ab-$s" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$((SECONDS - t0)) s, baseline $lib"
+    grep -A200 '^baseline ' "$OUT/suite-$s-baseline.log" | grep -E 'geomean|^  |^baseline|^candidate'
   done
 }
 
