@@ -218,12 +218,17 @@ step_errors() {
 }
 
 # bench/bench.py suites through the Python binding; the result JSON lands in $OUT.
+# run_suite LIBRARY SUITE OUT_DIR: one suite against one library build.
+run_suite() {
+  FLASHATTN_LIBRARY="$1" PYTHONPATH="$root/python" PYTHONUNBUFFERED=1 \
+    python3 "$root/bench/bench.py" --suite "$2" ${SUITE_ARGS:---quick --dtype bf16} --out "$3"
+}
+
 step_suite() {
   local s rc t0 lib
   for s in ${SUITES:-bwd decode}; do
     t0=$SECONDS
-    FLASHATTN_LIBRARY="$(lib_path)" PYTHONPATH="$root/python" PYTHONUNBUFFERED=1 \
-      python3 "$root/bench/bench.py" --suite "$s" ${SUITE_ARGS:---quick --dtype bf16} --out "$OUT" >"$OUT/suite-$s.log" 2>&1
+    run_suite "$(lib_path)" "$s" "$OUT" >"$OUT/suite-$s.log" 2>&1
     rc=$?
     add "suite-$s" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$((SECONDS - t0)) s, $(grep -ciE 'geomean' "$OUT/suite-$s.log") geomean lines"
     tail -40 "$OUT/suite-$s.log"
@@ -231,9 +236,7 @@ step_suite() {
     # The same suite against the baseline library, then the A/B table (the peers' rows give the drift).
     t0=$SECONDS
     lib=$(realpath "$SUITE_BASELINE")
-    FLASHATTN_LIBRARY="$lib" PYTHONPATH="$root/python" PYTHONUNBUFFERED=1 \
-      python3 "$root/bench/bench.py" --suite "$s" ${SUITE_ARGS:---quick --dtype bf16} --out "$OUT/baseline" \
-      >"$OUT/suite-$s-baseline.log" 2>&1 &&
+    run_suite "$lib" "$s" "$OUT/baseline" >"$OUT/suite-$s-baseline.log" 2>&1 &&
       python3 "$root/bench/compare.py" "$(ls "$OUT"/baseline/*-"$s".json)" "$(ls "$OUT"/*-"$s".json)" \
         ${COMPARE_ARGS:-} >>"$OUT/suite-$s-baseline.log" 2>&1
     rc=$?
